@@ -1,0 +1,53 @@
+# budgateway: `make run` serves the bundled config, `make test` runs the whole suite.
+# Each target works on a fresh Debian machine that has only python3.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= conf/tensorzero.toml
+# Debian packages the test suite starts real servers from.
+TEST_DEBS := redis-server clickhouse-server
+TEST_BINS := redis-server clickhouse
+
+.PHONY: install run test lint bench clean test-deps
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 && $(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; \
+	  else echo "make: python3 cannot create a virtualenv: install the python3-venv package" >&2; exit 1; fi; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+run: $(STAMP)
+	$(BIN)/budgateway --config-file $(CONFIG)
+
+test-deps:
+	@missing=""; \
+	for b in $(TEST_BINS); do command -v $$b >/dev/null 2>&1 || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "make: installing $(TEST_DEBS)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_DEBS) >/dev/null; \
+	  else \
+	    echo "make: the tests need the Debian packages $(TEST_DEBS); run: sudo apt-get install -y $(TEST_DEBS)" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+test: $(STAMP) test-deps
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway providers test
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

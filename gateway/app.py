@@ -1,0 +1,102 @@
+"""Builds the Falcon app from a loaded config: collaborators, the pipeline in order, routes, error handlers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import falcon
+
+from gateway.config.schema import Config
+from gateway.errors import GatewayError, error_body
+from gateway.observe.metrics import Metrics
+from gateway.pipeline.context import ContextStage, GatewayRequest
+from gateway.pipeline.record import RecordStage
+from gateway.pipeline.resolve import ResolveStage
+from gateway.resources.chat import ChatCompletions
+from gateway.resources.health import Health, MetricsResource, Status
+from gateway.resources.models import Models
+from gateway.routing import Router
+from providers.base import Provider
+from providers.http import UpstreamClient
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+#: OpenAI's error ``type`` for each status a Falcon error may carry.
+_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    429: "rate_limit_error",
+}
+#: Our ``code`` for Falcon's own errors.
+_CODES = {404: "unknown_url", 405: "method_not_allowed", 413: "request_too_large", 415: "unsupported_media_type"}
+
+
+def create_app(
+    config: Config,
+    registry: Mapping[str, type[Provider]],
+    *,
+    http: UpstreamClient | None = None,
+    metrics: Metrics | None = None,
+) -> falcon.App:
+    """Build the app and its collaborators; everything per-config is created here, once."""
+    http = http if http is not None else UpstreamClient()
+    metrics = metrics if metrics is not None else Metrics()
+    router = Router(config, registry, http)
+
+    app = falcon.App(
+        request_type=GatewayRequest,
+        middleware=[
+            ContextStage(),
+            RecordStage(metrics),
+            ResolveStage(router, config.gateway.max_body_bytes),
+        ],
+    )
+    app.req_options.strip_url_path_trailing_slash = True
+
+    chat = ChatCompletions(router)
+    models = Models(router)
+    for prefix in ("/v1", "/openai/v1"):
+        app.add_route(f"{prefix}/chat/completions", chat)
+    app.add_route("/v1/models", models)
+    app.add_route("/v1/models/{model_id:path}", models, suffix="one")
+    app.add_route("/health", Health())
+    app.add_route("/status", Status())
+    app.add_route("/metrics", MetricsResource(metrics))
+
+    app.add_error_handler(Exception, _handle_unexpected)
+    app.add_error_handler(falcon.HTTPError, _handle_falcon_error)
+    app.add_error_handler(GatewayError, _handle_gateway_error)
+    return app
+
+
+def _respond(resp: falcon.Response, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+    resp.status = status
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = body
+    resp.stream = None
+    if headers:
+        resp.set_headers(headers)
+
+
+def _handle_gateway_error(req: falcon.Request, resp: falcon.Response, ex: GatewayError, params: dict) -> None:
+    _respond(resp, ex.status, ex.to_bytes(), ex.headers)
+
+
+def _handle_falcon_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: dict) -> None:
+    status = ex.status_code
+    if status == 404 and isinstance(ex, falcon.HTTPRouteNotFound):
+        message = f"Invalid URL ({req.method} {req.path})"
+    elif status == 405:
+        message = f"Method {req.method} is not allowed on {req.path}"
+    else:
+        message = ex.description or ex.title or "request failed"
+    type_ = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    _respond(resp, status, error_body(message, type_, _CODES.get(status)), ex.headers)
+
+
+def _handle_unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
+    log.exception("unexpected error in %s %s (request %s)", req.method, req.path, req.context.request_id)
+    _respond(resp, 500, error_body("The gateway failed to process the request.", "server_error", "internal_error"))

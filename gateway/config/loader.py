@@ -1,0 +1,287 @@
+"""Read a TOML config with tomlkit and validate it into ``Config``, naming the key path of every error."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import tomlkit
+from tomlkit.exceptions import ParseError
+
+from gateway.config.schema import (
+    CAPABILITIES,
+    Config,
+    GatewaySettings,
+    ModelConfig,
+    ProviderConfig,
+    RetryConfig,
+    TimeoutsConfig,
+)
+from providers.credentials import parse_location
+
+__all__ = ["ConfigError", "load_config", "load_config_text", "parse_bind"]
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class ConfigError(Exception):
+    """The config is invalid; ``errors`` holds one ``path: reason`` line per problem."""
+
+    def __init__(self, source: str, errors: list[str]) -> None:
+        self.source = source
+        self.errors = errors
+        super().__init__("\n".join(f"{source}: {e}" for e in errors))
+
+
+def _key(name: str) -> str:
+    return name if _BARE_KEY.match(name) else f'"{name}"'
+
+
+def parse_bind(value: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` too); raise ``ValueError`` with the reason."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f'"{value}" is not HOST:PORT')
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f'"{value}" has an invalid port')
+    return host, int(port)
+
+
+class _Checker:
+    """Collects errors while reading plain dicts; each getter returns a default when a value is bad."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def fail(self, path: str, reason: str) -> None:
+        self.errors.append(f"{path}: {reason}")
+
+    def table(self, data: Any, path: str, allowed: set[str] | frozenset[str] | None) -> dict:
+        if not isinstance(data, dict):
+            self.fail(path, f"expected a table, got {_kind(data)}")
+            return {}
+        if allowed is not None:
+            for k in data:
+                if k not in allowed:
+                    self.fail(f"{path}.{_key(k)}" if path else _key(k), "unknown key")
+        return data
+
+    def get(self, data: dict, key: str, path: str, types: tuple[type, ...], default: Any) -> Any:
+        if key not in data:
+            return default
+        value = data[key]
+        # NOTE: bool is an int in Python; TOML keeps them apart, and so do we.
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            names = " or ".join(_TYPE_NAMES[t] for t in types)
+            self.fail(f"{path}.{key}", f"expected {names}, got {_kind(value)}")
+            return default
+        return value
+
+    def positive(self, data: dict, key: str, path: str, default: Any, *, allow_zero: bool = False) -> Any:
+        value = self.get(data, key, path, (int, float), default)
+        if value is not default and (value < 0 or value == 0 and not allow_zero):
+            self.fail(f"{path}.{key}", f"must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+            return default
+        return value
+
+    def str_list(self, data: dict, key: str, path: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self.get(data, key, path, (list,), None)
+        if value is None:
+            return default
+        out = []
+        for i, item in enumerate(value):
+            if isinstance(item, str):
+                out.append(item)
+            else:
+                self.fail(f"{path}.{key}[{i}]", f"expected a string, got {_kind(item)}")
+        return tuple(out)
+
+    def str_map(self, data: dict, key: str, path: str) -> Mapping[str, str]:
+        value = self.table(data.get(key, {}), f"{path}.{key}", None)
+        for k, v in value.items():
+            if not isinstance(v, str):
+                self.fail(f"{path}.{key}.{_key(k)}", f"expected a string, got {_kind(v)}")
+        return MappingProxyType({k: v for k, v in value.items() if isinstance(v, str)})
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "an array", dict: "a table"}
+
+
+def _kind(value: Any) -> str:
+    for t in (bool, str, int, float, list, dict):
+        if isinstance(value, t):
+            return _TYPE_NAMES[t].split(" ", 1)[1]
+    return type(value).__name__
+
+
+_TOP_KEYS = {"gateway", "models"}
+_GATEWAY_KEYS = {"bind_address", "workers", "debug", "shutdown_timeout_s", "max_body_bytes"}
+_MODEL_KEYS = {"routing", "endpoints", "fallback_models", "retry_config", "providers"}
+_RETRY_KEYS = {"num_retries", "max_delay_s"}
+_PROVIDER_KEYS = {
+    "type",
+    "model_name",
+    "api_base",
+    "api_key_location",
+    "timeouts",
+    "extra_headers",
+    "extra_body",
+}
+
+
+def load_config(path: str, registry: Mapping[str, Any]) -> Config:
+    """Load and validate the TOML file at ``path``; raise ``ConfigError`` listing every problem."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(path, [f"cannot read the file: {e.strerror}"]) from None
+    return load_config_text(text, path, registry)
+
+
+def load_config_text(text: str, source: str, registry: Mapping[str, Any]) -> Config:
+    try:
+        raw = tomlkit.parse(text).unwrap()
+    except ParseError as e:
+        raise ConfigError(source, [f"invalid TOML: {e}"]) from None
+    c = _Checker()
+    top = c.table(raw, "", _TOP_KEYS)
+    gateway = _gateway(c, top.get("gateway", {}))
+    models_raw = c.table(top.get("models", {}), "models", None)
+    models = {name: _model(c, name, m, registry) for name, m in models_raw.items()}
+    for name, model in models.items():
+        for i, other in enumerate(model.fallback_models):
+            if other not in models:
+                c.fail(f"models.{_key(name)}.fallback_models[{i}]", f'model "{other}" is not defined under models')
+            elif other == name:
+                c.fail(f"models.{_key(name)}.fallback_models[{i}]", "a model cannot fall back to itself")
+    if c.errors:
+        raise ConfigError(source, c.errors)
+    return Config(gateway=gateway, models=MappingProxyType(models), source=source)
+
+
+def _gateway(c: _Checker, data: Any) -> GatewaySettings:
+    d = c.table(data, "gateway", _GATEWAY_KEYS)
+    defaults = GatewaySettings()
+    host, port = defaults.host, defaults.port
+    bind = c.get(d, "bind_address", "gateway", (str,), None)
+    if bind is not None:
+        try:
+            host, port = parse_bind(bind)
+        except ValueError as e:
+            c.fail("gateway.bind_address", str(e))
+    workers = c.get(d, "workers", "gateway", (int,), defaults.workers)
+    if workers < 0:
+        c.fail("gateway.workers", f"must be >= 0 (0 = one per CPU), got {workers}")
+        workers = defaults.workers
+    return GatewaySettings(
+        host=host,
+        port=port,
+        workers=workers,
+        debug=c.get(d, "debug", "gateway", (bool,), defaults.debug),
+        shutdown_timeout_s=float(c.positive(d, "shutdown_timeout_s", "gateway", defaults.shutdown_timeout_s, allow_zero=True)),
+        max_body_bytes=c.positive(d, "max_body_bytes", "gateway", defaults.max_body_bytes),
+    )
+
+
+def _model(c: _Checker, name: str, data: Any, registry: Mapping[str, Any]) -> ModelConfig:
+    path = f"models.{_key(name)}"
+    d = c.table(data, path, _MODEL_KEYS)
+    providers_raw = c.table(d.get("providers", {}), f"{path}.providers", None)
+    providers = {p: _provider(c, f"{path}.providers.{_key(p)}", p, v, registry) for p, v in providers_raw.items()}
+    routing = c.str_list(d, "routing", path, ())
+    if "routing" not in d:
+        c.fail(f"{path}.routing", "missing (the providers to try, in order)")
+    elif not routing:
+        c.fail(f"{path}.routing", "must name at least one provider")
+    for i, p in enumerate(routing):
+        if p not in providers:
+            c.fail(f"{path}.routing[{i}]", f'provider "{p}" is not defined under {path}.providers')
+    if len(set(routing)) != len(routing):
+        c.fail(f"{path}.routing", "lists a provider twice")
+    endpoints = c.str_list(d, "endpoints", path, ("chat",))
+    for i, e in enumerate(endpoints):
+        if e not in CAPABILITIES:
+            c.fail(f"{path}.endpoints[{i}]", f'unknown capability "{e}" (one of: {", ".join(sorted(CAPABILITIES))})')
+    retry = c.table(d.get("retry_config", {}), f"{path}.retry_config", _RETRY_KEYS)
+    num_retries = c.get(retry, "num_retries", f"{path}.retry_config", (int,), 0)
+    if num_retries < 0:
+        c.fail(f"{path}.retry_config.num_retries", f"must be >= 0, got {num_retries}")
+        num_retries = 0
+    return ModelConfig(
+        name=name,
+        routing=routing,
+        endpoints=frozenset(endpoints),
+        fallback_models=c.str_list(d, "fallback_models", path, ()),
+        retry=RetryConfig(
+            num_retries=num_retries,
+            max_delay_s=float(c.positive(retry, "max_delay_s", f"{path}.retry_config", 10.0, allow_zero=True)),
+        ),
+        providers=MappingProxyType(providers),
+    )
+
+
+def _provider(c: _Checker, path: str, name: str, data: Any, registry: Mapping[str, Any]) -> ProviderConfig:
+    d = c.table(data, path, None)
+    type_ = c.get(d, "type", path, (str,), None)
+    cls = None
+    if type_ is None:
+        if "type" not in d:
+            c.fail(f"{path}.type", f"missing (one of: {', '.join(sorted(registry))})")
+    elif type_ not in registry:
+        c.fail(f"{path}.type", f'unknown provider type "{type_}" (one of: {", ".join(sorted(registry))})')
+    else:
+        cls = registry[type_]
+    model_name = c.get(d, "model_name", path, (str,), "")
+    if "model_name" not in d:
+        c.fail(f"{path}.model_name", "missing (the model name the provider knows)")
+    api_base = c.get(d, "api_base", path, (str,), None)
+    if api_base is not None:
+        if not api_base.startswith(("http://", "https://")):
+            c.fail(f"{path}.api_base", f'"{api_base}" is not an http:// or https:// URL')
+        api_base = api_base.rstrip("/")
+    elif cls is not None and cls.requires_api_base:
+        c.fail(f"{path}.api_base", f'required for provider type "{type_}"')
+    location = c.get(d, "api_key_location", path, (str,), None)
+    if location is None:
+        location = cls.default_api_key_location if cls is not None else "none"
+    else:
+        try:
+            parse_location(location)
+        except ValueError as e:
+            c.fail(f"{path}.api_key_location", str(e))
+    options = {k: v for k, v in d.items() if k not in _PROVIDER_KEYS}
+    if cls is not None:
+        for key, reason in cls.check_options(options):
+            c.fail(f"{path}.{_key(key)}", reason)
+    return ProviderConfig(
+        name=name,
+        type=type_ or "",
+        model_name=model_name,
+        api_base=api_base,
+        api_key_location=location,
+        timeouts=_timeouts(c, d.get("timeouts", {}), f"{path}.timeouts"),
+        extra_headers=c.str_map(d, "extra_headers", path),
+        extra_body=MappingProxyType(dict(c.table(d.get("extra_body", {}), f"{path}.extra_body", None))),
+        options=MappingProxyType(options),
+    )
+
+
+def _timeouts(c: _Checker, data: Any, path: str) -> TimeoutsConfig:
+    d = c.table(data, path, {"non_streaming", "streaming"})
+    ns = c.table(d.get("non_streaming", {}), f"{path}.non_streaming", {"total_ms"})
+    st = c.table(d.get("streaming", {}), f"{path}.streaming", {"ttft_ms", "total_ms"})
+
+    def seconds(table: dict, key: str, p: str) -> float | None:
+        ms = c.positive(table, key, p, None)
+        return None if ms is None else ms / 1000.0
+
+    return TimeoutsConfig(
+        non_streaming_total_s=seconds(ns, "total_ms", f"{path}.non_streaming"),
+        streaming_ttft_s=seconds(st, "ttft_ms", f"{path}.streaming"),
+        streaming_total_s=seconds(st, "total_ms", f"{path}.streaming"),
+    )

@@ -1,0 +1,102 @@
+"""The gateway's error hierarchy and its OpenAI-shaped JSON form."""
+
+from __future__ import annotations
+
+import ujson
+
+__all__ = [
+    "GatewayError",
+    "InvalidRequestError",
+    "InvalidJSONError",
+    "MissingParameterError",
+    "ModelNotFoundError",
+    "UnsupportedCapabilityError",
+    "RequestTooLargeError",
+    "ServiceUnavailableError",
+    "InternalError",
+    "error_body",
+]
+
+
+def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
+    """Serialise one error in the shape the OpenAI API and SDK use."""
+    return ujson.dumps(
+        {"error": {"message": message, "type": type_, "param": param, "code": code}},
+        escape_forward_slashes=False,
+    ).encode()
+
+
+class GatewayError(Exception):
+    """An error a client sees; subclasses carry the HTTP status, OpenAI type and code."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+        status: int | None = None,
+        type_: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.param = param
+        self.headers = headers
+        # Instances may override the class defaults, e.g. a provider's 4xx passed through.
+        if status is not None:
+            self.status = status
+        if type_ is not None:
+            self.type = type_
+        if code is not None:
+            self.code = code
+
+    def to_dict(self) -> dict:
+        return {"error": {"message": str(self), "type": self.type, "param": self.param, "code": self.code}}
+
+    def to_bytes(self) -> bytes:
+        return error_body(str(self), self.type, self.code, self.param)
+
+
+class InvalidRequestError(GatewayError):
+    status, type, code = 400, "invalid_request_error", None
+
+
+class InvalidJSONError(InvalidRequestError):
+    code = "invalid_json"
+
+
+class MissingParameterError(InvalidRequestError):
+    code = "missing_required_parameter"
+
+    def __init__(self, param: str) -> None:
+        super().__init__(f"Missing required parameter: '{param}'", param=param)
+
+
+class ModelNotFoundError(GatewayError):
+    status, type, code = 404, "invalid_request_error", "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"Model not found: {model}", param="model")
+
+
+class UnsupportedCapabilityError(InvalidRequestError):
+    code = "unsupported_capability"
+
+    def __init__(self, model: str, capability: str) -> None:
+        super().__init__(f"Model {model} does not support {capability}", param="model")
+
+
+class RequestTooLargeError(GatewayError):
+    status, type, code = 413, "invalid_request_error", "request_too_large"
+
+
+class ServiceUnavailableError(GatewayError):
+    status, type, code = 503, "server_error", "service_unavailable"
+
+
+class InternalError(GatewayError):
+    status, type, code = 500, "server_error", "internal_error"

@@ -1,0 +1,1 @@
+"""Observability: Prometheus metrics (and, later, analytics events and their writers)."""

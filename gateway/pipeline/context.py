@@ -1,0 +1,60 @@
+"""Stage 1: the request context (request id, start time, client address, user agent)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import falcon
+
+__all__ = ["ContextStage", "GatewayRequest", "RequestContext"]
+
+#: Longest client-supplied request id we echo; longer ones are replaced (they end up in logs).
+_MAX_REQUEST_ID = 128
+
+
+class RequestContext:
+    """What the stages learn about a request, passed along on ``req.context``."""
+
+    __slots__ = (
+        "request_id",
+        "started",
+        "client_ip",
+        "user_agent",
+        "body",
+        "model",
+        "route",
+        "stream",
+    )
+
+    def __init__(self) -> None:
+        self.request_id = ""
+        self.started = 0.0
+        self.client_ip = ""
+        self.user_agent = ""
+        #: The parsed JSON body of an inference request.
+        self.body: dict[str, Any] | None = None
+        #: The model name exactly as the client sent it.
+        self.model = ""
+        #: The resolved ``routing.ModelRoute``.
+        self.route = None
+        #: The ``relay.SSEStream`` of a streamed answer, for stages that finish at its end.
+        self.stream = None
+
+
+class GatewayRequest(falcon.Request):
+    context_type = RequestContext
+
+
+class ContextStage:
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        ctx = req.context
+        ctx.started = time.monotonic()
+        request_id = req.get_header("x-request-id")
+        if not request_id or len(request_id) > _MAX_REQUEST_ID:
+            request_id = str(uuid.uuid4())
+        ctx.request_id = request_id
+        ctx.client_ip = req.remote_addr or ""
+        ctx.user_agent = req.user_agent or ""
+        resp.set_header("x-request-id", request_id)

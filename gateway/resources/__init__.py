@@ -1,0 +1,1 @@
+"""Falcon resources, one module per API family; each reads ``req.context`` and calls one collaborator."""

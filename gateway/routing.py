@@ -1,0 +1,251 @@
+"""Model resolution and the fallback chain: providers in routing order, then fallback models, with retries.
+
+A candidate is one (model, provider) pair. Chains are flattened once at config load, so a request
+only walks a tuple. Timeouts are enforced here, around the provider, with gevent timers.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+import gevent
+
+from gateway.config.schema import Config, ModelConfig, TimeoutsConfig
+from gateway.errors import GatewayError, ModelNotFoundError
+from providers.base import (
+    Attempt,
+    ChatRequest,
+    ChatResult,
+    ChunkStream,
+    Provider,
+    ProviderError,
+    ProviderHTTPError,
+    ProviderResponseError,
+    ProviderTimeout,
+)
+from providers.credentials import Credential, Secret
+from providers.http import UpstreamClient
+
+__all__ = ["AllProvidersFailedError", "Answer", "Candidate", "ModelRoute", "Router", "StreamAnswer"]
+
+log = logging.getLogger(__name__)
+
+#: The prefix TensorZero clients use to name a model directly.
+MODEL_PREFIX = "tensorzero::model_name::"
+#: The first retry waits about this long; each next one twice as long, up to ``max_delay_s``.
+_BACKOFF_BASE_S = 0.1
+
+T = TypeVar("T")
+
+
+class Candidate:
+    """One provider of one model, as routing tries it."""
+
+    __slots__ = ("model", "provider_name", "provider", "timeouts", "label")
+
+    def __init__(self, model: str, provider_name: str, provider: Provider, timeouts: TimeoutsConfig) -> None:
+        self.model = model
+        self.provider_name = provider_name
+        self.provider = provider
+        self.timeouts = timeouts
+        self.label = f"{model}/{provider_name}"
+
+
+class ModelRoute:
+    """A served model: its config and its whole flattened chain of candidates."""
+
+    __slots__ = ("name", "config", "chain")
+
+    def __init__(self, config: ModelConfig, chain: tuple[Candidate, ...]) -> None:
+        self.name = config.name
+        self.config = config
+        self.chain = chain
+
+
+class Answer:
+    """A whole answer, with which candidate gave it and how many attempts it took."""
+
+    __slots__ = ("result", "candidate", "attempts", "upstream_s")
+
+    def __init__(self, result: ChatResult, candidate: Candidate, attempts: int, upstream_s: float) -> None:
+        self.result = result
+        self.candidate = candidate
+        self.attempts = attempts
+        self.upstream_s = upstream_s
+
+
+class StreamAnswer:
+    """A stream whose first chunk has arrived: from here on there is no fallback."""
+
+    __slots__ = ("first", "rest", "candidate", "attempts", "deadline")
+
+    def __init__(self, first: bytes, rest: ChunkStream, candidate: Candidate, attempts: int, deadline: float | None):
+        self.first = first
+        self.rest = rest
+        self.candidate = candidate
+        self.attempts = attempts
+        #: ``time.monotonic()`` by which the whole stream must have ended, if the config sets one.
+        self.deadline = deadline
+
+
+class AllProvidersFailedError(GatewayError):
+    """Every attempt of the chain failed; the message lists each attempt and why."""
+
+    status, type, code = 502, "server_error", "all_providers_failed"
+
+    def __init__(self, model: str, failures: list[tuple[str, ProviderError]]) -> None:
+        detail = "; ".join(f"{label}: {_describe(e)}" for label, e in failures)
+        super().__init__(f"All providers failed for model {model}: {detail}")
+        self.failures = failures
+        if all(isinstance(e, ProviderHTTPError) and e.rate_limited for _, e in failures):
+            self.status, self.type = 429, "rate_limit_error"
+        elif all(isinstance(e, ProviderTimeout) for _, e in failures):
+            self.status = 504
+
+
+def _describe(e: ProviderError) -> str:
+    if isinstance(e, ProviderHTTPError):
+        return f"HTTP {e.status}: {e}"
+    return f"{e.kind}: {e}"
+
+
+def _client_error(e: ProviderHTTPError) -> GatewayError:
+    """A provider's 4xx is the client's error: pass its status and message through."""
+    return GatewayError(
+        str(e),
+        status=e.status,
+        type_=e.type or ("authentication_error" if e.status == 401 else "invalid_request_error"),
+        code=None if e.code is None else str(e.code),
+        param=e.param,
+    )
+
+
+class _Timer:
+    """A gevent timeout raising ``ProviderTimeout``, or nothing when no limit is set."""
+
+    __slots__ = ("_timeout",)
+
+    def __init__(self, seconds: float | None, what: str) -> None:
+        self._timeout = (
+            None if seconds is None else gevent.Timeout(seconds, ProviderTimeout(f"{what} timeout of {seconds * 1000:g} ms"))
+        )
+
+    def __enter__(self) -> None:
+        if self._timeout is not None:
+            self._timeout.start()
+
+    def __exit__(self, *exc) -> None:
+        if self._timeout is not None:
+            self._timeout.close()
+
+
+class Router:
+    """Builds every model's providers and chain once; answers requests by walking the chain."""
+
+    def __init__(
+        self,
+        config: Config,
+        registry: Mapping[str, type[Provider]],
+        http: UpstreamClient,
+        credential_store: Mapping[str, Secret] | None = None,
+    ) -> None:
+        self._http = http
+        store = credential_store if credential_store is not None else {}
+        instances: dict[str, dict[str, Provider]] = {}
+        for name, model in config.models.items():
+            instances[name] = {}
+            for pname, pconf in model.providers.items():
+                credential = Credential(pconf.api_key_location, store)
+                if credential.error:
+                    log.warning("models.%s.providers.%s: %s; requests to it will fail over", name, pname, credential.error)
+                instances[name][pname] = registry[pconf.type](pconf, credential)
+        self.routes: Mapping[str, ModelRoute] = {
+            name: ModelRoute(model, self._chain(config, instances, name)) for name, model in config.models.items()
+        }
+
+    @staticmethod
+    def _chain(config: Config, instances: dict[str, dict[str, Provider]], start: str) -> tuple[Candidate, ...]:
+        """The model's own providers, then each fallback model's chain, depth first, each model once."""
+        chain: list[Candidate] = []
+        seen: set[str] = set()
+
+        def walk(name: str) -> None:
+            if name in seen:
+                return
+            seen.add(name)
+            model = config.models[name]
+            for pname in model.routing:
+                chain.append(Candidate(name, pname, instances[name][pname], model.providers[pname].timeouts))
+            for other in model.fallback_models:
+                walk(other)
+
+        walk(start)
+        return tuple(chain)
+
+    def resolve(self, name: str) -> ModelRoute:
+        route = self.routes.get(name)
+        if route is None and name.startswith(MODEL_PREFIX):
+            route = self.routes.get(name[len(MODEL_PREFIX) :])
+        if route is None:
+            raise ModelNotFoundError(name)
+        return route
+
+    def chat(self, route: ModelRoute, request: ChatRequest) -> Answer:
+        def call(candidate: Candidate, attempt: Attempt) -> ChatResult:
+            with _Timer(candidate.timeouts.non_streaming_total_s, "non-streaming total"):
+                return candidate.provider.chat(self._http, request, attempt)
+
+        return self._walk(route, call, Answer)
+
+    def chat_stream(self, route: ModelRoute, request: ChatRequest) -> StreamAnswer:
+        def call(candidate: Candidate, attempt: Attempt) -> tuple[bytes, ChunkStream, float | None]:
+            timeouts = candidate.timeouts
+            total = timeouts.streaming_total_s
+            deadline = None if total is None else time.monotonic() + total
+            ttft = timeouts.streaming_ttft_s
+            if ttft is None or total is not None and total < ttft:
+                ttft, what = total, "streaming total"
+            else:
+                what = "time to first token"
+            stream = None
+            with _Timer(ttft, what):
+                try:
+                    stream = candidate.provider.chat_stream(self._http, request, attempt)
+                    first = next(stream)
+                except StopIteration:
+                    raise ProviderResponseError("upstream stream ended without any event") from None
+                except BaseException:
+                    if stream is not None:
+                        stream.close()
+                    raise
+            return first, stream, deadline
+
+        return self._walk(route, call, lambda got, cand, attempts, _s: StreamAnswer(got[0], got[1], cand, attempts, got[2]))
+
+    def _walk(self, route: ModelRoute, call: Callable[[Candidate, Attempt], T], wrap: Callable) -> object:
+        failures: list[tuple[str, ProviderError]] = []
+        retry = route.config.retry
+        attempts = 0
+        upstream_s = 0.0
+        for round_ in range(retry.num_retries + 1):
+            if round_:
+                delay = min(retry.max_delay_s, _BACKOFF_BASE_S * 2 ** (round_ - 1)) * random.uniform(0.5, 1.0)
+                gevent.sleep(delay)
+            for candidate in route.chain:
+                attempts += 1
+                attempt = Attempt(candidate.model, candidate.provider_name)
+                try:
+                    got = call(candidate, attempt)
+                except ProviderError as e:
+                    upstream_s += attempt.upstream_s
+                    if isinstance(e, ProviderHTTPError) and not e.retryable:
+                        raise _client_error(e) from e
+                    failures.append((candidate.label, e))
+                    log.warning("attempt %d of %s failed: %s: %s", attempts, route.name, candidate.label, _describe(e))
+                    continue
+                return wrap(got, candidate, attempts, upstream_s + attempt.upstream_s)
+        raise AllProvidersFailedError(route.name, failures)

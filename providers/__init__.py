@@ -1,0 +1,1 @@
+"""Provider plug-ins: the contract, the registry, the upstream HTTP client and one module per type."""

@@ -1,0 +1,167 @@
+"""The provider plug-in contract: requests, results, attempts, secrets and the ProviderError family."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from gateway.config.schema import ProviderConfig
+    from providers.credentials import Credential
+    from providers.http import UpstreamClient
+
+__all__ = [
+    "Attempt",
+    "ChatRequest",
+    "ChatResult",
+    "ChunkStream",
+    "CredentialError",
+    "Provider",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderHTTPError",
+    "ProviderResponseError",
+    "ProviderTimeout",
+]
+
+#: What a streaming call yields: the JSON payload of each event (the bytes after ``data: ``),
+#: in OpenAI's chat.completion.chunk shape. The stream ends at the upstream's ``[DONE]``.
+ChunkStream = Iterator[bytes]
+
+
+class ProviderError(Exception):
+    """One failed attempt at a provider. Routing decides from ``retryable`` whether to move on."""
+
+    retryable = True
+    #: A short word for the attempt summary and metrics.
+    kind = "error"
+
+    def __init__(self, message: str, *, raw: bytes | None = None) -> None:
+        super().__init__(message)
+        # NOTE: the raw upstream body is kept for debug logs only, never shown to clients.
+        self.raw = raw
+
+
+class ProviderConnectionError(ProviderError):
+    """The connection was refused, reset or broken, or the upstream spoke invalid HTTP."""
+
+    kind = "connection"
+
+
+class ProviderTimeout(ProviderError):
+    """A configured timeout (total, time to first token, connect or read) ran out."""
+
+    kind = "timeout"
+
+
+class CredentialError(ProviderError):
+    """The provider's credential could not be read; the attempt fails so the chain moves on."""
+
+    kind = "credential"
+
+
+class ProviderResponseError(ProviderError):
+    """The upstream answered 2xx with a body we cannot use."""
+
+    kind = "bad_response"
+
+
+class ProviderHTTPError(ProviderError):
+    """The upstream answered an error status; the OpenAI-shaped fields are kept for the client."""
+
+    kind = "http"
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str | None = None,
+        code: str | int | None = None,
+        param: str | None = None,
+        raw: bytes | None = None,
+    ) -> None:
+        super().__init__(message, raw=raw)
+        self.status = status
+        self.type = type_
+        self.code = code
+        self.param = param
+        # A 429 or a 5xx is the provider's trouble (fallback); any other 4xx is the client's.
+        self.retryable = status == 429 or status >= 500
+
+    @property
+    def rate_limited(self) -> bool:
+        return self.status == 429
+
+
+class ChatRequest:
+    """An OpenAI-shaped chat request as the client sent it (parsed once, never re-parsed)."""
+
+    __slots__ = ("body", "model", "stream", "include_usage")
+
+    def __init__(self, body: dict[str, Any], model: str) -> None:
+        self.body = body
+        self.model = model
+        self.stream = body.get("stream") is True
+        options = body.get("stream_options")
+        self.include_usage = bool(self.stream and isinstance(options, dict) and options.get("include_usage"))
+
+
+class ChatResult:
+    """A non-streaming answer: the OpenAI chat.completion object."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+
+
+class Attempt:
+    """One try of one provider; the upstream client adds the time spent waiting on the network."""
+
+    __slots__ = ("model", "provider", "upstream_s")
+
+    def __init__(self, model: str, provider: str) -> None:
+        self.model = model
+        self.provider = provider
+        self.upstream_s = 0.0
+
+
+class Provider(abc.ABC):
+    """A provider type. One instance per configured provider, built once per config load.
+
+    Providers only translate and send: no Redis, auth, limits or metrics. They raise only
+    ``ProviderError``. Timeouts are enforced around them by routing.
+    """
+
+    #: The ``type`` value in config that selects this class.
+    type: ClassVar[str]
+    #: Where the credential comes from when the config does not say.
+    default_api_key_location: ClassVar[str] = "none"
+    #: Provider-specific config keys this type accepts beyond the common ones.
+    options: ClassVar[frozenset[str]] = frozenset()
+    #: Whether ``api_base`` must be set.
+    requires_api_base: ClassVar[bool] = False
+    #: The capabilities (endpoint kinds) this type can serve.
+    capabilities: ClassVar[frozenset[str]] = frozenset({"chat"})
+
+    def __init__(self, config: ProviderConfig, credential: Credential) -> None:
+        self.config = config
+        self.credential = credential
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Validate type-specific options; return ``(key, reason)`` pairs for what is wrong."""
+        return [(key, f'unknown key for provider type "{cls.type}"') for key in options if key not in cls.options]
+
+    @abc.abstractmethod
+    def chat(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChatResult:
+        """Answer a chat request whole."""
+
+    @abc.abstractmethod
+    def chat_stream(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChunkStream:
+        """Answer a chat request as a stream of chunk payloads; closing it releases the upstream."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.config.name!r} model={self.config.model_name!r}>"

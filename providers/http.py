@@ -1,0 +1,141 @@
+"""The one upstream HTTP client: pooled keep-alive connections, streamed bodies, errors translated.
+
+Every provider sends through ``UpstreamClient`` so the HTTP library can be swapped in one place.
+urllib3 retries are off: routing alone decides retries and fallbacks.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator, Mapping
+
+import urllib3
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ReadTimeoutError,
+)
+
+from providers.base import Attempt, ProviderConnectionError, ProviderTimeout
+
+__all__ = ["UpstreamClient", "UpstreamStream"]
+
+#: How much one streamed read may return; SSE events are far smaller, so each read is what arrived.
+_READ_SIZE = 65536
+
+_SOCKET_OPTIONS = [
+    # NOTE: without TCP_NODELAY a small request body waits for the upstream's delayed ACK (~40 ms).
+    (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+    (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+]
+
+
+def _translate(e: BaseException, url: str) -> Exception:
+    """Turn a urllib3 or socket error into the ProviderError it means."""
+    if isinstance(e, (ConnectTimeoutError, ReadTimeoutError, TimeoutError)):
+        return ProviderTimeout(f"upstream timed out ({url})")
+    if isinstance(e, NewConnectionError):
+        return ProviderConnectionError(f"cannot connect to {url}: {_reason(e)}")
+    return ProviderConnectionError(f"connection to {url} failed: {_reason(e)}")
+
+
+def _reason(e: BaseException) -> str:
+    # urllib3 wraps the socket error; show the innermost reason, without the pool's repr.
+    while e.__context__ is not None and isinstance(e, HTTPError):
+        e = e.__context__
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return type(e).__name__ if not str(e) else str(e).rsplit(": ", 1)[-1]
+
+
+class UpstreamClient:
+    """A pool of keep-alive connections per upstream host, shared by every provider of a worker."""
+
+    def __init__(
+        self,
+        *,
+        maxsize: int = 1024,
+        connect_timeout_s: float = 10.0,
+        read_timeout_s: float = 600.0,
+    ) -> None:
+        # NOTE: block=False with a large maxsize: a burst beyond it opens extra connections
+        # instead of queueing requests behind the pool.
+        self._pool = urllib3.PoolManager(
+            num_pools=256,
+            maxsize=maxsize,
+            block=False,
+            retries=False,
+            timeout=urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s),
+            socket_options=_SOCKET_OPTIONS,
+        )
+
+    def post(self, url: str, body: bytes, headers: Mapping[str, str], attempt: Attempt) -> tuple[int, bytes]:
+        """Send a request and read the whole answer: ``(status, body)``."""
+        started = time.monotonic()
+        try:
+            resp = self._pool.urlopen("POST", url, body=body, headers=headers, redirect=False, retries=False)
+            return resp.status, resp.data
+        except (HTTPError, OSError) as e:
+            raise _translate(e, url) from e
+        finally:
+            attempt.upstream_s += time.monotonic() - started
+
+    def post_stream(self, url: str, body: bytes, headers: Mapping[str, str], attempt: Attempt) -> UpstreamStream:
+        """Send a request and return once the response head has arrived; the body is read as it comes."""
+        started = time.monotonic()
+        try:
+            resp = self._pool.urlopen(
+                "POST", url, body=body, headers=headers, redirect=False, retries=False, preload_content=False
+            )
+        except (HTTPError, OSError) as e:
+            raise _translate(e, url) from e
+        finally:
+            attempt.upstream_s += time.monotonic() - started
+        return UpstreamStream(resp, url)
+
+    def close(self) -> None:
+        self._pool.clear()
+
+
+class UpstreamStream:
+    """A streamed upstream response. Iterating yields bytes as they arrive; ``close()`` settles the connection."""
+
+    __slots__ = ("_resp", "_url", "status", "_clean")
+
+    def __init__(self, resp: urllib3.BaseHTTPResponse, url: str) -> None:
+        self._resp = resp
+        self._url = url
+        self.status = resp.status
+        self._clean = False
+
+    def read_all(self) -> bytes:
+        """Read the rest of the body (an error answer) and settle the connection."""
+        try:
+            data = self._resp.read()
+            self._clean = True
+            return data
+        except (HTTPError, OSError) as e:
+            raise _translate(e, self._url) from e
+        finally:
+            self.close()
+
+    def __iter__(self) -> Iterator[bytes]:
+        read1 = self._resp.read1
+        try:
+            while True:
+                data = read1(_READ_SIZE)
+                if not data:
+                    self._clean = True
+                    return
+                yield data
+        except (HTTPError, OSError) as e:
+            raise _translate(e, self._url) from e
+
+    def close(self) -> None:
+        resp = self._resp
+        if not self._clean:
+            # Abandoned mid-body (client gone, timeout, error): drop the socket, never reuse it.
+            resp.close()
+        resp.release_conn()

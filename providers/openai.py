@@ -1,0 +1,170 @@
+"""OpenAI and every OpenAI-compatible runtime (vLLM, SGLang, TGI, Bud): requests pass through as sent.
+
+The helpers ``openai_error`` and ``stream_openai`` serve every provider that speaks OpenAI's wire format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import ujson
+
+from gateway.sse import SSEDecoder
+from providers.base import (
+    Attempt,
+    ChatRequest,
+    ChatResult,
+    ChunkStream,
+    Provider,
+    ProviderConnectionError,
+    ProviderHTTPError,
+    ProviderResponseError,
+)
+from providers.http import UpstreamClient, UpstreamStream
+
+__all__ = [
+    "OpenAIProvider",
+    "VLLMProvider",
+    "SGLangProvider",
+    "TGIProvider",
+    "BudProvider",
+    "openai_error",
+    "stream_openai",
+]
+
+TYPE = "openai"
+DEFAULT_API_BASE = "https://api.openai.com/v1"
+#: How much of a non-JSON error body a client may see.
+_MESSAGE_LIMIT = 500
+
+
+def openai_error(status: int, raw: bytes) -> ProviderHTTPError:
+    """Map an OpenAI-style error answer to ``ProviderHTTPError``, keeping the provider's message."""
+    try:
+        parsed = ujson.loads(raw) if raw else None
+    except ValueError:
+        parsed = None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, dict):
+        message = error.get("message")
+        return ProviderHTTPError(
+            status,
+            message if isinstance(message, str) and message else f"upstream answered HTTP {status}",
+            type_=error.get("type") if isinstance(error.get("type"), str) else None,
+            code=error.get("code"),
+            param=error.get("param") if isinstance(error.get("param"), str) else None,
+            raw=raw,
+        )
+    if isinstance(error, str):
+        return ProviderHTTPError(status, error, raw=raw)
+    if isinstance(parsed, dict) and isinstance(parsed.get("detail"), str):
+        # FastAPI-based runtimes (vLLM's older versions, TGI) answer {"detail": "..."}.
+        return ProviderHTTPError(status, parsed["detail"], raw=raw)
+    text = raw.decode("utf-8", "replace").strip()[:_MESSAGE_LIMIT] if raw else ""
+    return ProviderHTTPError(status, text or f"upstream answered HTTP {status}", raw=raw)
+
+
+def parse_json_answer(status: int, raw: bytes) -> dict[str, Any]:
+    """The JSON object of a successful answer, or the ProviderError that the answer means."""
+    if status >= 400:
+        raise openai_error(status, raw)
+    try:
+        body = ujson.loads(raw)
+    except ValueError:
+        raise ProviderResponseError("upstream answered with invalid JSON", raw=raw) from None
+    if not isinstance(body, dict):
+        raise ProviderResponseError("upstream answered with a JSON value that is not an object", raw=raw)
+    return body
+
+
+def stream_openai(upstream: UpstreamStream) -> ChunkStream:
+    """Yield the payload of each event of an OpenAI-style SSE stream, up to ``[DONE]``.
+
+    Reads on to the end of the body after ``[DONE]`` so the connection can go back to the pool.
+    """
+    try:
+        if upstream.status >= 400:
+            raise openai_error(upstream.status, upstream.read_all())
+        decoder = SSEDecoder()
+        first = True
+        done = False
+        for data in upstream:
+            for _name, payload in decoder.feed(data):
+                if done:
+                    continue
+                if payload == b"[DONE]":
+                    done = True
+                    continue
+                if first:
+                    first = False
+                    if payload.startswith(b'{"error"'):
+                        # An error before anything reached the client: a failed attempt, so fallback.
+                        raise openai_error(502, payload)
+                yield payload
+        if not done:
+            raise ProviderConnectionError("upstream stream ended before [DONE]")
+    finally:
+        upstream.close()
+
+
+class OpenAIProvider(Provider):
+    """The OpenAI API: the request body is forwarded as the client sent it, with the model renamed."""
+
+    type = TYPE
+    default_api_key_location = "env::OPENAI_API_KEY"
+    default_api_base = DEFAULT_API_BASE
+
+    def __init__(self, config, credential) -> None:
+        super().__init__(config, credential)
+        base = config.api_base or self.default_api_base
+        self._chat_url = base + "/chat/completions"
+        self._headers = {"Content-Type": "application/json", **config.extra_headers}
+        self._extra_body = dict(config.extra_body)
+
+    def _request_headers(self) -> Mapping[str, str]:
+        secret = self.credential.get()
+        if secret is None:
+            return self._headers
+        headers = dict(self._headers)
+        headers["Authorization"] = "Bearer " + secret.reveal()
+        return headers
+
+    def _request_body(self, request: ChatRequest) -> bytes:
+        body = dict(request.body)
+        body["model"] = self.config.model_name
+        if self._extra_body:
+            body.update(self._extra_body)
+        return ujson.dumps(body, escape_forward_slashes=False, ensure_ascii=False).encode()
+
+    def chat(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChatResult:
+        status, raw = http.post(self._chat_url, self._request_body(request), self._request_headers(), attempt)
+        return ChatResult(parse_json_answer(status, raw))
+
+    def chat_stream(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChunkStream:
+        headers = self._request_headers()
+        upstream = http.post_stream(self._chat_url, self._request_body(request), headers, attempt)
+        return stream_openai(upstream)
+
+
+class _SelfHosted(OpenAIProvider):
+    """An OpenAI-compatible runtime you run: ``api_base`` is required and no key is sent by default."""
+
+    default_api_key_location = "none"
+    requires_api_base = True
+
+
+class VLLMProvider(_SelfHosted):
+    type = "vllm"
+
+
+class SGLangProvider(_SelfHosted):
+    type = "sglang"
+
+
+class TGIProvider(_SelfHosted):
+    type = "tgi"
+
+
+class BudProvider(_SelfHosted):
+    type = "bud"
