@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -33,12 +39,6 @@ class Metrics:
             "Time from the request's arrival to the end of its answer (the last chunk of a stream).",
             ("route", "model"),
             buckets=_LATENCY_BUCKETS,
-            registry=self._registry,
-        )
-        self.attempts = Counter(
-            "budgateway_provider_attempts",
-            "Attempts at providers, by model/provider and outcome.",
-            ("provider", "outcome"),
             registry=self._registry,
         )
 
