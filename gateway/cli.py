@@ -94,13 +94,10 @@ def _serve(config: Config, registry, host: str, port: int, workers: int) -> int:
     from gateway import server
 
     settings = config.gateway
-    master = server.Master(host, port, workers, lambda listener: 0, shutdown_timeout_s=settings.shutdown_timeout_s)
-    if workers > 1:
-        # Before the app (and prometheus_client) is imported: metrics go to files shared by workers.
-        master.prepare()
-    from gateway.app import create_app
 
     def worker_main(listener) -> int:
+        from gateway.app import create_app
+
         return server.serve(
             listener,
             lambda: create_app(config, registry),
@@ -116,6 +113,10 @@ def _serve(config: Config, registry, host: str, port: int, workers: int) -> int:
             return 1
         return worker_main(listener)
     master = server.Master(host, port, workers, worker_main, shutdown_timeout_s=settings.shutdown_timeout_s)
+    # Before prometheus_client is imported: workers write their metrics to files they share.
+    master.share_metrics()
+    import gateway.app  # noqa: F401  (loaded once here, shared copy-on-write by the workers)
+
     try:
         return master.run()
     except OSError as e:

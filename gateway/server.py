@@ -163,7 +163,7 @@ class Master:
         self._signals: list[int] = []
         self._metrics_dir: str | None = None
 
-    def prepare(self) -> None:
+    def share_metrics(self) -> None:
         """Before anything imports prometheus_client: give the workers a shared metrics folder."""
         path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if path:
