@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= conf/tensorzero.toml
 # Debian packages the test suite starts real servers from.
 TEST_DEBS := redis-server clickhouse-server
-TEST_BINS := redis-server clickhouse
+TEST_BINS := redis-server clickhouse-server
 
 .PHONY: install run test lint bench clean test-deps
 
@@ -29,7 +29,7 @@ run: $(STAMP)
 
 test-deps:
 	@missing=""; \
-	for b in $(TEST_BINS); do command -v $$b >/dev/null 2>&1 || missing=1; done; \
+	for b in $(TEST_BINS); do PATH="$$PATH:/usr/sbin" command -v $$b >/dev/null 2>&1 || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "make: installing $(TEST_DEBS)"; \
