@@ -15,6 +15,7 @@ from pathlib import Path
 
 import openai
 import pytest
+from configs import toml_value
 from prometheus_client.parser import text_string_to_metric_families
 from upstream import Upstream, free_port
 
@@ -145,7 +146,7 @@ class Gateway:
 def render_config(models: str, settings: dict[str, object] | None = None) -> str:
     """A config file: a ``[gateway]`` table with test defaults and ``settings``, then the ``models`` TOML."""
     table = {"shutdown_timeout_s": TEST_SHUTDOWN_TIMEOUT_S, **(settings or {})}
-    lines = ["[gateway]"] + [f"{k} = {json.dumps(v)}" for k, v in table.items()]
+    lines = ["[gateway]"] + [f"{k} = {toml_value(v)}" for k, v in table.items()]
     return "\n".join(lines) + "\n\n" + models
 
 

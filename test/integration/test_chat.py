@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from configs import model_toml, openai_provider
 from upstream import CONTENT, USAGE
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -15,49 +16,18 @@ COMPATIBLE_TYPES = ("vllm", "sglang", "tgi", "bud")
 
 
 def _models(api_base: str, key_file: str) -> str:
-    compatible = "".join(
-        f"""
-[models."t-{t}"]
-routing = ["p"]
-
-[models."t-{t}".providers.p]
-type = "{t}"
-model_name = "ok-{t}"
-api_base = "{api_base}"
-{'' if t == 'bud' else 'api_key_location = "none"'}
-"""
-        for t in COMPATIBLE_TYPES
-    )
-    return f"""
-[models."gpt"]
-routing = ["primary"]
-
-[models."gpt".providers.primary]
-type = "openai"
-model_name = "ok"
-api_base = "{api_base}"
-api_key_location = "env::{KEY_ENV}"
-extra_headers = {{ "x-extra" = "1" }}
-extra_body = {{ "foo" = "bar" }}
-
-[models."keyless"]
-routing = ["p"]
-
-[models."keyless".providers.p]
-type = "openai"
-model_name = "ok-keyless"
-api_base = "{api_base}"
-api_key_location = "none"
-
-[models."file-key"]
-routing = ["p"]
-
-[models."file-key".providers.p]
-type = "openai"
-model_name = "ok-file-key"
-api_base = "{api_base}"
-api_key_location = "path::{key_file}"
-{compatible}"""
+    primary = openai_provider("ok", api_base, api_key_location=f"env::{KEY_ENV}",
+                              extra_headers={"x-extra": "1"}, extra_body={"foo": "bar"})
+    text = model_toml("gpt", {"primary": primary})
+    text += model_toml("keyless", {"p": openai_provider("ok-keyless", api_base)})
+    text += model_toml("file-key", {"p": openai_provider("ok-file-key", api_base,
+                                                         api_key_location=f"path::{key_file}")})
+    for t in COMPATIBLE_TYPES:
+        # bud keeps its own default key location: test_bud_provider_sends_no_key_by_default checks it.
+        location = None if t == "bud" else "none"
+        provider = openai_provider(f"ok-{t}", api_base, type=t, api_key_location=location)
+        text += model_toml(f"t-{t}", {"p": provider})
+    return text
 
 
 @pytest.fixture(scope="module")

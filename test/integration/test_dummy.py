@@ -4,54 +4,18 @@ from __future__ import annotations
 
 import openai
 import pytest
+from configs import dummy_provider, model_toml
 
 DUMMY_TEXT = "Hello from the budgateway dummy provider."
 MESSAGES = [{"role": "user", "content": "hi"}]
 
-MODELS = """
-[models."dummy"]
-routing = ["d"]
-
-[models."dummy".providers.d]
-type = "dummy"
-model_name = "hello"
-
-[models."echo"]
-routing = ["d"]
-
-[models."echo".providers.d]
-type = "dummy"
-model_name = "echo"
-
-[models."error-then-ok"]
-routing = ["bad", "good"]
-
-[models."error-then-ok".providers.bad]
-type = "dummy"
-model_name = "error"
-
-[models."error-then-ok".providers.good]
-type = "dummy"
-model_name = "hello"
-
-[models."always-error"]
-routing = ["bad"]
-
-[models."always-error".providers.bad]
-type = "dummy"
-model_name = "error"
-
-[models."rate-limited"]
-routing = ["a", "b"]
-
-[models."rate-limited".providers.a]
-type = "dummy"
-model_name = "rate_limit"
-
-[models."rate-limited".providers.b]
-type = "dummy"
-model_name = "rate_limit"
-"""
+MODELS = "".join([
+    model_toml("dummy", {"d": dummy_provider("hello")}),
+    model_toml("echo", {"d": dummy_provider("echo")}),
+    model_toml("error-then-ok", {"bad": dummy_provider("error"), "good": dummy_provider("hello")}),
+    model_toml("always-error", {"bad": dummy_provider("error")}),
+    model_toml("rate-limited", {"a": dummy_provider("rate_limit"), "b": dummy_provider("rate_limit")}),
+])
 
 
 @pytest.fixture(scope="module")

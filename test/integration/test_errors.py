@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import openai
 import pytest
+from configs import dummy_provider, model_toml
 
 MAX_BODY_BYTES = 64 * 1024
 MESSAGES = [{"role": "user", "content": "hi"}]
 
-MODELS = """
-[models."gpt"]
-routing = ["d"]
-
-[models."gpt".providers.d]
-type = "dummy"
-model_name = "hello"
-
-[models."embedder"]
-routing = ["d"]
-endpoints = ["embedding"]
-
-[models."embedder".providers.d]
-type = "dummy"
-model_name = "hello"
-"""
+MODELS = "".join([
+    model_toml("gpt", {"d": dummy_provider("hello")}),
+    model_toml("embedder", {"d": dummy_provider("hello")}, endpoints=["embedding"]),
+])
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import openai
 import pytest
+from configs import dummy_provider, model_toml, openai_provider
 from upstream import CONTENT, refused_base_url
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 # Provider timeouts written into this module's config. Slow upstreams take SLOW_MS, far beyond them.
 TOTAL_MS, TTFT_MS, SLOW_MS = 600, 600, 3000
+TIMEOUTS = {"non_streaming": {"total_ms": TOTAL_MS}, "streaming": {"ttft_ms": TTFT_MS, "total_ms": 10000}}
 # The primary's failure, by test id: the upstream model name it is sent, or None for a refused connection.
 FAILOVER_CAUSES = {
     "status-500": "status-500",
@@ -22,30 +24,12 @@ FAILOVER_CAUSES = {
 CLIENT_ERRORS = (400, 401, 422)
 
 
-def _provider(model: str, name: str, model_name: str | None, api_base: str) -> str:
-    return f"""
-[models."{model}".providers.{name}]
-type = "openai"
-model_name = "{model_name or 'ok'}"
-api_base = "{api_base if model_name else refused_base_url()}"
-api_key_location = "none"
-timeouts.non_streaming = {{ total_ms = {TOTAL_MS} }}
-timeouts.streaming = {{ ttft_ms = {TTFT_MS}, total_ms = 10000 }}
-"""
-
-
-def _model(model: str, providers: dict[str, str | None], api_base: str, extra: str = "") -> str:
-    routing = ", ".join(f'"{p}"' for p in providers)
-    text = f'\n[models."{model}"]\nrouting = [{routing}]\n{extra}\n'
-    return text + "".join(_provider(model, name, mn, api_base) for name, mn in providers.items())
-
-
-def _dummy(model: str, providers: dict[str, str], extra: str = "") -> str:
-    routing = ", ".join(f'"{p}"' for p in providers)
-    text = f'\n[models."{model}"]\nrouting = [{routing}]\n{extra}\n'
-    for name, model_name in providers.items():
-        text += f'\n[models."{model}".providers.{name}]\ntype = "dummy"\nmodel_name = "{model_name}"\n'
-    return text
+def _model(model: str, upstream_models: dict[str, str | None], api_base: str, **settings) -> str:
+    """``model`` with a provider per entry, asking for that upstream model name (None: refused connection)."""
+    providers = {name: openai_provider(model_name or "ok", api_base if model_name else refused_base_url(),
+                                       timeouts=TIMEOUTS)
+                 for name, model_name in upstream_models.items()}
+    return model_toml(model, providers, **settings)
 
 
 def _models(api: str) -> str:
@@ -55,17 +39,15 @@ def _models(api: str) -> str:
     for status in CLIENT_ERRORS:
         text += _model(f"client-error-{status}", {"primary": f"status-{status}", "backup": "ok"}, api)
     text += _model("chain", {"a": "status-500", "b": "status-503", "c": "ok-c"}, api)
-    text += _model("with-fallback-model", {"p": "status-503"}, api,
-                   extra='fallback_models = ["other-model"]')
+    text += _model("with-fallback-model", {"p": "status-503"}, api, fallback_models=["other-model"])
     text += _model("other-model", {"p1": "ok-other"}, api)
     text += _model("all-fail", {"first-choice": "status-500", "second-choice": None}, api)
     text += _model("all-rate-limited", {"a": "status-429", "b": "status-429"}, api)
     text += _model("all-time-out", {"a": f"slow-{SLOW_MS}", "b": "hang-after-headers"}, api)
-    text += _model("retried", {"p": "status-500"}, api,
-                   extra="retry_config = { num_retries = 2, max_delay_s = 1 }")
+    text += _model("retried", {"p": "status-500"}, api, retry_config={"num_retries": 2, "max_delay_s": 1})
     for model, retries in (("flaky-retried", 1), ("flaky-unretried", 0)):
-        retry = f"retry_config = {{ num_retries = {retries}, max_delay_s = 1 }}"
-        text += _dummy(model, {"p": "flaky"}, extra=retry)
+        text += model_toml(model, {"p": dummy_provider("flaky")},
+                           retry_config={"num_retries": retries, "max_delay_s": 1})
     return text
 
 

@@ -8,12 +8,14 @@ import signal
 import time
 
 import pytest
+from configs import dummy_provider, model_toml, openai_provider
 from upstream import refused_base_url
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 # A 2 s upstream stream (10 events, 200 ms apart), and a 10 s one that outlives a short drain.
 STREAM_MODEL, STREAM_WORDS = "stream-delay-200-10", 10
 LONG_STREAM_MODEL = "stream-delay-200-50"
+STREAM_TIMEOUTS = {"streaming": {"ttft_ms": 5000, "total_ms": 30000}}
 STREAM_READ_TIMEOUT_S = 10.0
 # After SIGTERM, a new connection must stop being served within this.
 STOP_ACCEPTING_WITHIN_S = 3.0
@@ -29,26 +31,9 @@ POLL_S = 0.05
 
 
 def _models(api_base: str) -> str:
-    text = """
-[models."dummy"]
-routing = ["d"]
-
-[models."dummy".providers.d]
-type = "dummy"
-model_name = "hello"
-"""
+    text = model_toml("dummy", {"d": dummy_provider("hello")})
     for model, model_name in (("stream", STREAM_MODEL), ("long-stream", LONG_STREAM_MODEL)):
-        text += f"""
-[models."{model}"]
-routing = ["p"]
-
-[models."{model}".providers.p]
-type = "openai"
-model_name = "{model_name}"
-api_base = "{api_base}"
-api_key_location = "none"
-timeouts = {{ streaming = {{ ttft_ms = 5000, total_ms = 30000 }} }}
-"""
+        text += model_toml(model, {"p": openai_provider(model_name, api_base, timeouts=STREAM_TIMEOUTS)})
     return text
 
 

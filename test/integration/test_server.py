@@ -9,6 +9,7 @@ import time
 
 import openai
 import pytest
+from configs import dummy_provider, model_toml
 from prometheus_client.parser import text_string_to_metric_families
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -20,36 +21,12 @@ KEEPALIVE_MEDIAN_BOUND_S = 0.020
 KEEPALIVE_TIMEOUT_S = 10.0
 REQUESTS_TOTAL = "budgateway_requests_total"
 
-MODELS = """
-[models."gpt"]
-routing = ["d"]
-
-[models."gpt".providers.d]
-type = "dummy"
-model_name = "hello"
-
-[models."metered"]
-routing = ["d"]
-
-[models."metered".providers.d]
-type = "dummy"
-model_name = "hello"
-
-[models."broken"]
-routing = ["d"]
-
-[models."broken".providers.d]
-type = "dummy"
-model_name = "error"
-
-[models."embedder"]
-routing = ["d"]
-endpoints = ["embedding"]
-
-[models."embedder".providers.d]
-type = "dummy"
-model_name = "hello"
-"""
+MODELS = "".join([
+    model_toml("gpt", {"d": dummy_provider("hello")}),
+    model_toml("metered", {"d": dummy_provider("hello")}),
+    model_toml("broken", {"d": dummy_provider("error")}),
+    model_toml("embedder", {"d": dummy_provider("hello")}, endpoints=["embedding"]),
+])
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import time
 
 import openai
 import pytest
+from configs import model_toml, openai_provider
 from upstream import CONTENT, USAGE
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -26,28 +27,18 @@ MID_STREAM_FAILURES = {"reset": "reset-mid-stream-3", "close": "close-mid-stream
 STREAM_TOTAL_MS = {"total-timeout": 1000}
 
 
-def _provider(model: str, name: str, model_name: str, api_base: str, total_ms: int = 20000) -> str:
-    return f"""
-[models."{model}".providers.{name}]
-type = "openai"
-model_name = "{model_name}"
-api_base = "{api_base}"
-api_key_location = "none"
-timeouts.non_streaming = {{ total_ms = 5000 }}
-timeouts.streaming = {{ ttft_ms = 5000, total_ms = {total_ms} }}
-"""
+def _provider(model_name: str, api_base: str, total_ms: int = 20000) -> dict[str, object]:
+    timeouts = {"non_streaming": {"total_ms": 5000}, "streaming": {"ttft_ms": 5000, "total_ms": total_ms}}
+    return openai_provider(model_name, api_base, timeouts=timeouts)
 
 
 def _models(api_base: str) -> str:
     text = ""
     for model, model_name in (("gpt", "ok"), ("spaced", SPACED_MODEL), ("long", LONG_MODEL)):
-        text += f'\n[models."{model}"]\nrouting = ["primary"]\n'
-        text += _provider(model, "primary", model_name, api_base)
+        text += model_toml(model, {"primary": _provider(model_name, api_base)})
     for kind, model_name in MID_STREAM_FAILURES.items():
-        model = f"mid-{kind}"
-        text += f'\n[models."{model}"]\nrouting = ["primary", "backup"]\n'
-        text += _provider(model, "primary", model_name, api_base, STREAM_TOTAL_MS.get(kind, 20000))
-        text += _provider(model, "backup", "ok", api_base)
+        primary = _provider(model_name, api_base, STREAM_TOTAL_MS.get(kind, 20000))
+        text += model_toml(f"mid-{kind}", {"primary": primary, "backup": _provider("ok", api_base)})
     return text
 
 

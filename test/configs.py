@@ -1,0 +1,53 @@
+"""The ``[models]`` TOML of test configs, built from provider tables instead of written out by hand."""
+
+from __future__ import annotations
+
+import json
+import re
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def toml_value(value: object) -> str:
+    """``value`` as TOML: dicts become inline tables; a JSON string, number or boolean is TOML as it is."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_key(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def _key(name: str) -> str:
+    return name if _BARE_KEY.match(name) else json.dumps(name)
+
+
+def _table(header: str, keys: dict[str, object]) -> str:
+    return f"\n[{header}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in keys.items())
+
+
+def dummy_provider(model_name: str) -> dict[str, object]:
+    """A ``dummy`` provider table; ``model_name`` picks its behaviour (hello, echo, error, flaky, ...)."""
+    return {"type": "dummy", "model_name": model_name}
+
+
+def openai_provider(model_name: str, api_base: str, *, type: str = "openai",
+                    api_key_location: str | None = "none", **options: object) -> dict[str, object]:
+    """An OpenAI-wire provider table (``type`` openai or a compatible one) with ``options`` as further keys.
+
+    No key goes upstream unless a test asks for one; ``api_key_location=None`` leaves the type's default.
+    """
+    table: dict[str, object] = {"type": type, "model_name": model_name, "api_base": api_base}
+    if api_key_location is not None:
+        table["api_key_location"] = api_key_location
+    return {**table, **options}
+
+
+def model_toml(name: str, providers: dict[str, dict[str, object]], *,
+               endpoints: list[str] | None = None, fallback_models: list[str] | None = None,
+               retry_config: dict[str, object] | None = None) -> str:
+    """A ``[models."name"]`` table and its provider tables; ``routing`` tries ``providers`` in their order."""
+    settings = {"routing": list(providers), "endpoints": endpoints, "fallback_models": fallback_models,
+                "retry_config": retry_config}
+    header = f"models.{json.dumps(name)}"
+    text = _table(header, {k: v for k, v in settings.items() if v is not None})
+    return text + "".join(_table(f"{header}.providers.{_key(p)}", table) for p, table in providers.items())
