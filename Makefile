@@ -44,10 +44,29 @@ test: $(STAMP) test-deps
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway providers test
+	$(BIN)/ruff check gateway providers test bench
 
-bench: $(STAMP)
-	$(BIN)/python bench/run.py
+# The load tools and mock come from Debian; matplotlib (the chart) and py-spy are the bench extra.
+BENCH_DEBS := nginx wrk hey
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[test,bench]'
+	@touch $@
+
+bench: $(BENCH_STAMP)
+	@missing=""; \
+	for b in $(BENCH_DEBS); do PATH="$$PATH:/usr/sbin" command -v $$b >/dev/null 2>&1 || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "make: installing $(BENCH_DEBS)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_DEBS) >/dev/null; \
+	  else \
+	    echo "make: the benchmark needs the Debian packages $(BENCH_DEBS): sudo apt-get install -y $(BENCH_DEBS)" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+	PATH="$$PATH:/usr/sbin" $(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -18,7 +18,7 @@ from gateway.resources.health import Health, MetricsResource, Status
 from gateway.resources.models import Models
 from gateway.routing import Router
 from providers.base import Provider
-from providers.http import UpstreamClient
+from providers.http import UpstreamClient, create_client
 
 __all__ = ["create_app"]
 
@@ -42,7 +42,7 @@ def create_app(
     metrics: Metrics | None = None,
 ) -> falcon.App:
     """Build the app and its collaborators; everything per-config is created here, once."""
-    http = http if http is not None else UpstreamClient()
+    http = http if http is not None else create_client(config.gateway.upstream_client)
     metrics = metrics if metrics is not None else Metrics()
     router = Router(config, registry, http)
 

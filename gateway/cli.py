@@ -23,6 +23,8 @@ log = logging.getLogger("gateway")
 
 #: Exit code for a usage problem: no config found, bad arguments.
 EXIT_USAGE = 2
+#: Below this many open files a worker cannot hold the thousands of streams it is built for.
+_LOW_FILE_LIMIT = 8192
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,6 +96,9 @@ def _serve(config: Config, registry, host: str, port: int, workers: int) -> int:
     from gateway import server
 
     settings = config.gateway
+    limit = server.raise_open_file_limit()
+    if limit < _LOW_FILE_LIMIT:
+        log.warning("the open-file limit is %d: at most about %d concurrent streams per worker", limit, limit // 2)
 
     def worker_main(listener) -> int:
         from gateway.app import create_app

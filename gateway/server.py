@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -24,7 +25,7 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from gateway.relay import CLIENT_SOCKET_KEY
 
-__all__ = ["Master", "WORKER_BOOT_ERROR", "listen", "serve"]
+__all__ = ["Master", "WORKER_BOOT_ERROR", "listen", "raise_open_file_limit", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,14 @@ class GatewayServer(WSGIServer):
         if self.pool:
             log.warning("%d requests still running after %.0f s; stopping them", len(self.pool), timeout)
             self.pool.kill(block=True, timeout=1)
+
+
+def raise_open_file_limit() -> int:
+    """Lift the soft open-file limit to the hard one: each connection, and each upstream one, is a file."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
 
 
 def listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:

@@ -1,12 +1,10 @@
-"""The one upstream HTTP client: pooled keep-alive connections, streamed bodies, errors translated.
+"""The upstream client on urllib3: a PoolManager with keep-alive pools, streamed bodies, errors translated.
 
-Every provider sends through ``UpstreamClient`` so the HTTP library can be swapped in one place.
 urllib3 retries are off: routing alone decides retries and fallbacks.
 """
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator, Mapping
 
@@ -19,17 +17,9 @@ from urllib3.exceptions import (
 )
 
 from providers.base import Attempt, ProviderConnectionError, ProviderTimeout
+from providers.http import READ_SIZE, SOCKET_OPTIONS, UpstreamClient, UpstreamStream
 
-__all__ = ["UpstreamClient", "UpstreamStream"]
-
-#: How much one streamed read may return; SSE events are far smaller, so each read is what arrived.
-_READ_SIZE = 65536
-
-_SOCKET_OPTIONS = [
-    # NOTE: without TCP_NODELAY a small request body waits for the upstream's delayed ACK (~40 ms).
-    (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
-    (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
-]
+__all__ = ["Urllib3Client", "Urllib3Stream"]
 
 
 def _translate(e: BaseException, url: str) -> Exception:
@@ -50,16 +40,10 @@ def _reason(e: BaseException) -> str:
     return type(e).__name__ if not str(e) else str(e).rsplit(": ", 1)[-1]
 
 
-class UpstreamClient:
+class Urllib3Client(UpstreamClient):
     """A pool of keep-alive connections per upstream host, shared by every provider of a worker."""
 
-    def __init__(
-        self,
-        *,
-        maxsize: int = 1024,
-        connect_timeout_s: float = 10.0,
-        read_timeout_s: float = 600.0,
-    ) -> None:
+    def __init__(self, *, maxsize: int, connect_timeout_s: float, read_timeout_s: float) -> None:
         # NOTE: block=False with a large maxsize: a burst beyond it opens extra connections
         # instead of queueing requests behind the pool.
         self._pool = urllib3.PoolManager(
@@ -68,7 +52,7 @@ class UpstreamClient:
             block=False,
             retries=False,
             timeout=urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s),
-            socket_options=_SOCKET_OPTIONS,
+            socket_options=SOCKET_OPTIONS,
         )
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str], attempt: Attempt) -> tuple[int, bytes]:
@@ -93,15 +77,13 @@ class UpstreamClient:
             raise _translate(e, url) from e
         finally:
             attempt.upstream_s += time.monotonic() - started
-        return UpstreamStream(resp, url)
+        return Urllib3Stream(resp, url)
 
     def close(self) -> None:
         self._pool.clear()
 
 
-class UpstreamStream:
-    """A streamed upstream response. Iterating yields bytes as they arrive; ``close()`` settles the connection."""
-
+class Urllib3Stream(UpstreamStream):
     __slots__ = ("_resp", "_url", "status", "_clean")
 
     def __init__(self, resp: urllib3.BaseHTTPResponse, url: str) -> None:
@@ -125,7 +107,7 @@ class UpstreamStream:
         read1 = self._resp.read1
         try:
             while True:
-                data = read1(_READ_SIZE)
+                data = read1(READ_SIZE)
                 if not data:
                     self._clean = True
                     return

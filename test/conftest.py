@@ -19,6 +19,8 @@ from configs import toml_value
 from prometheus_client.parser import text_string_to_metric_families
 from upstream import Upstream, free_port
 
+from providers.http import CLIENT_KINDS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Named timeouts (seconds). Generous: the suite must pass on a busy two-core machine.
@@ -235,3 +237,9 @@ def gateway_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
                               timeout=GATEWAY_CLI_TIMEOUT_S)
 
     return run
+
+
+@pytest.fixture(scope="module", params=CLIENT_KINDS)
+def upstream_client(request: pytest.FixtureRequest) -> str:
+    """Each upstream HTTP library the gateway can use: the modules that talk to upstreams run once per library."""
+    return request.param

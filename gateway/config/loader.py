@@ -20,6 +20,7 @@ from gateway.config.schema import (
     TimeoutsConfig,
 )
 from providers.credentials import parse_location
+from providers.http import CLIENT_KINDS
 
 __all__ = ["ConfigError", "load_config", "load_config_text", "parse_bind"]
 
@@ -119,7 +120,7 @@ def _kind(value: Any) -> str:
 
 
 _TOP_KEYS = {"gateway", "models"}
-_GATEWAY_KEYS = {"bind_address", "workers", "debug", "shutdown_timeout_s", "max_body_bytes"}
+_GATEWAY_KEYS = {"bind_address", "workers", "debug", "shutdown_timeout_s", "max_body_bytes", "upstream_client"}
 _MODEL_KEYS = {"routing", "endpoints", "fallback_models", "retry_config", "providers"}
 _RETRY_KEYS = {"num_retries", "max_delay_s"}
 _PROVIDER_KEYS = {
@@ -178,7 +179,12 @@ def _gateway(c: _Checker, data: Any) -> GatewaySettings:
     if workers < 0:
         c.fail("gateway.workers", f"must be >= 0 (0 = one per CPU), got {workers}")
         workers = defaults.workers
+    upstream_client = c.get(d, "upstream_client", "gateway", (str,), defaults.upstream_client)
+    if upstream_client not in CLIENT_KINDS:
+        c.fail("gateway.upstream_client", f'unknown client "{upstream_client}" (one of: {", ".join(CLIENT_KINDS)})')
+        upstream_client = defaults.upstream_client
     return GatewaySettings(
+        upstream_client=upstream_client,
         host=host,
         port=port,
         workers=workers,

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from providers.http import DEFAULT_CLIENT
+
 __all__ = [
     "CAPABILITIES",
     "Config",
@@ -81,6 +83,8 @@ class GatewaySettings:
     debug: bool = False
     shutdown_timeout_s: float = 30.0
     max_body_bytes: int = 100 * 1024 * 1024
+    #: The upstream HTTP library: "urllib3" or "geventhttpclient" (see providers/http.py).
+    upstream_client: str = DEFAULT_CLIENT
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,15 +40,15 @@ class ResolveStage:
             raise MissingParameterError("model")
         if not isinstance(model, str):
             raise InvalidRequestError("'model' must be a string", param="model")
+        # Resolved before the other checks, so a rejected request still counts against its model.
+        route = ctx.route = self._router.resolve(model)
+        ctx.model = model
+        if capability not in route.config.endpoints:
+            raise UnsupportedCapabilityError(model, capability)
         for field in resource.required:
             if field not in body or body[field] is None:
                 raise MissingParameterError(field)
-        route = self._router.resolve(model)
-        if capability not in route.config.endpoints:
-            raise UnsupportedCapabilityError(model, capability)
         ctx.body = body
-        ctx.model = model
-        ctx.route = route
 
     def _read_json(self, req: falcon.Request) -> dict:
         length = req.content_length

@@ -31,10 +31,11 @@ def _models(api_base: str, key_file: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def gw(module_gateway_factory, upstream, tmp_path_factory):
+def gw(module_gateway_factory, upstream, tmp_path_factory, upstream_client):
     key_file = tmp_path_factory.mktemp("keys") / "upstream.key"
     key_file.write_text(FILE_KEY)
-    return module_gateway_factory(_models(upstream.url, str(key_file)), env={KEY_ENV: ENV_KEY})
+    return module_gateway_factory(_models(upstream.url, str(key_file)), env={KEY_ENV: ENV_KEY},
+                                  settings={"upstream_client": upstream_client})
 
 
 @pytest.fixture(scope="module")

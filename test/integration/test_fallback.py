@@ -52,8 +52,8 @@ def _models(api: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def gw(module_gateway_factory, upstream):
-    return module_gateway_factory(_models(upstream.url))
+def gw(module_gateway_factory, upstream, upstream_client):
+    return module_gateway_factory(_models(upstream.url), settings={"upstream_client": upstream_client})
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,111 @@
+"""Load generators from Debian's packages, driven as subprocesses: hey (fixed rates) and wrk (max throughput)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["Result", "hey_rate", "hey_streams", "percentile", "wrk_max"]
+
+WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_post.lua"
+#: hey paces each worker to at most this many requests per second; the rate is reached with rate/this workers.
+HEY_WORKER_QPS = 50
+
+
+@dataclass
+class Result:
+    """One load run against one target."""
+
+    target: str
+    scenario: str
+    asked_rps: float | None
+    achieved_rps: float
+    requests: int
+    errors: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    p999_ms: float
+    generator: str
+
+    def as_dict(self) -> dict:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile of ``values`` (sorted or not)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100.0 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _hey_csv(args: list[str], timeout: float) -> tuple[list[list[str]], float]:
+    out = subprocess.run(["hey", *args, "-o", "csv"], capture_output=True, text=True, timeout=timeout, check=True).stdout
+    rows = [line.split(",") for line in out.splitlines()[1:] if line and line[0].isdigit()]
+    return rows, 0.0
+
+
+def hey_rate(target: str, url: str, body: str, rate: int, seconds: float) -> Result:
+    """Fixed-rate load: hey paces each of rate/50 workers at 50 req/s (closed loop per worker, so a slow
+    answer delays that worker's next request: the achieved rate says whether the target kept up)."""
+    workers = max(1, rate // HEY_WORKER_QPS)
+    qps = rate / workers
+    total = int(rate * seconds)
+    rows, _ = _hey_csv(
+        ["-n", str(total), "-c", str(workers), "-q", f"{qps:g}", "-t", "10", "-m", "POST",
+         "-T", "application/json", "-d", body, url],
+        timeout=seconds * 4 + 60,
+    )
+    ok = [r for r in rows if r[6] == "200"]
+    lat = [float(r[0]) * 1000.0 for r in ok]
+    span = max((float(r[7]) + float(r[0]) for r in rows), default=seconds)
+    return Result(target, "fixed-rate", rate, len(ok) / span if span else 0.0, total, total - len(ok),
+                  percentile(lat, 50), percentile(lat, 90), percentile(lat, 99), percentile(lat, 99.9),
+                  f"hey -q {qps:g} -c {workers} (paced closed loop)")
+
+
+def hey_streams(target: str, url: str, body: str, count: int, concurrency: int) -> dict:
+    """Streams at low concurrency: time to first byte (the head goes out with the first event) and the
+    time to read the rest, per stream, in milliseconds."""
+    rows, _ = _hey_csv(
+        ["-n", str(count), "-c", str(concurrency), "-t", "60", "-m", "POST", "-T", "application/json", "-d", body, url],
+        timeout=600,
+    )
+    ok = [r for r in rows if r[6] == "200"]
+    ttfb = [float(r[4]) * 1000.0 for r in ok]
+    read = [float(r[5]) * 1000.0 for r in ok]
+    return {
+        "target": target,
+        "streams": len(ok),
+        "errors": count - len(ok),
+        "ttft_p50_ms": percentile(ttfb, 50),
+        "ttft_p99_ms": percentile(ttfb, 99),
+        "read_p50_ms": percentile(read, 50),
+        "read_p99_ms": percentile(read, 99),
+    }
+
+
+def wrk_max(target: str, url: str, body: str, connections: int, seconds: int, *, threads: int = 2,
+            timeout_s: int = 10) -> Result:
+    """Closed-loop maximum: wrk keeps ``connections`` requests in flight for ``seconds``."""
+    env = dict(os.environ, BENCH_BODY=body)
+    proc = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", f"{timeout_s}s",
+         "-s", str(WRK_SCRIPT), url],
+        capture_output=True, text=True, timeout=seconds + timeout_s + 60, env=env,
+    )
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result: {proc.stdout}\n{proc.stderr}")
+    d = json.loads(line[len("BENCH_JSON "):])
+    duration = d["duration_us"] / 1e6
+    errors = d["errors"] + d["status_errors"]
+    return Result(target, "max", None, d["requests"] / duration, d["requests"], errors,
+                  d["p50_us"] / 1000, d["p90_us"] / 1000, d["p99_us"] / 1000, d["p999_us"] / 1000,
+                  f"wrk -t{threads} -c{connections} (closed loop)")
