@@ -6,14 +6,15 @@ import json
 import math
 import os
 import subprocess
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 __all__ = ["Result", "hey_rate", "hey_streams", "percentile", "wrk_max"]
 
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_post.lua"
-#: hey paces each worker to at most this many requests per second; the rate is reached with rate/this workers.
-HEY_WORKER_QPS = 50
+#: One hey process (one worker) paces at this many requests per second; a rate takes rate/this processes.
+HEY_WORKER_QPS = 100
 
 
 @dataclass
@@ -45,35 +46,45 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[rank - 1]
 
 
-def _hey_csv(args: list[str], timeout: float) -> tuple[list[list[str]], float]:
-    out = subprocess.run(["hey", *args, "-o", "csv"], capture_output=True, text=True, timeout=timeout, check=True).stdout
-    rows = [line.split(",") for line in out.splitlines()[1:] if line and line[0].isdigit()]
-    return rows, 0.0
+def _hey_csv(args: list[str], timeout: float) -> list[list[str]]:
+    out = subprocess.run(["hey", "-o", "csv", *args], capture_output=True, text=True, timeout=timeout, check=True).stdout
+    return [line.split(",") for line in out.splitlines()[1:] if line and line[0].isdigit()]
 
 
 def hey_rate(target: str, url: str, body: str, rate: int, seconds: float) -> Result:
-    """Fixed-rate load: hey paces each of rate/50 workers at 50 req/s (closed loop per worker, so a slow
-    answer delays that worker's next request: the achieved rate says whether the target kept up)."""
-    workers = max(1, rate // HEY_WORKER_QPS)
-    qps = rate / workers
-    total = int(rate * seconds)
-    rows, _ = _hey_csv(
-        ["-n", str(total), "-c", str(workers), "-q", f"{qps:g}", "-t", "10", "-m", "POST",
-         "-T", "application/json", "-d", body, url],
-        timeout=seconds * 4 + 60,
-    )
+    """Fixed-rate load from rate/100 hey processes of one worker each, paced at 100 req/s, started with
+    their phases spread evenly over the 10 ms period so arrivals are uniform rather than in bursts.
+
+    Each worker is a closed loop: an answer slower than 10 ms costs that worker its next tick, so the
+    achieved rate falling short of the asked one shows the target did not keep up.
+    """
+    processes = max(1, rate // HEY_WORKER_QPS)
+    qps = rate / processes
+    per_process = max(1, int(qps * seconds))
+    args = ["-n", str(per_process), "-c", "1", "-q", f"{qps:g}", "-t", "10", "-m", "POST",
+            "-T", "application/json", "-d", body, url]
+    period = 1.0 / qps
+    procs = []
+    for _ in range(processes):
+        procs.append(subprocess.Popen(["hey", "-o", "csv", *args], stdout=subprocess.PIPE, text=True))
+        time.sleep(period / processes)
+    rows = []
+    for p in procs:
+        out, _ = p.communicate(timeout=seconds * 4 + 60)
+        rows += [line.split(",") for line in out.splitlines()[1:] if line and line[0].isdigit()]
+    total = per_process * processes
     ok = [r for r in rows if r[6] == "200"]
     lat = [float(r[0]) * 1000.0 for r in ok]
     span = max((float(r[7]) + float(r[0]) for r in rows), default=seconds)
     return Result(target, "fixed-rate", rate, len(ok) / span if span else 0.0, total, total - len(ok),
                   percentile(lat, 50), percentile(lat, 90), percentile(lat, 99), percentile(lat, 99.9),
-                  f"hey -q {qps:g} -c {workers} (paced closed loop)")
+                  f"{processes} x hey -c1 -q {qps:g}, phases spread (paced)")
 
 
 def hey_streams(target: str, url: str, body: str, count: int, concurrency: int) -> dict:
     """Streams at low concurrency: time to first byte (the head goes out with the first event) and the
     time to read the rest, per stream, in milliseconds."""
-    rows, _ = _hey_csv(
+    rows = _hey_csv(
         ["-n", str(count), "-c", str(concurrency), "-t", "60", "-m", "POST", "-T", "application/json", "-d", body, url],
         timeout=600,
     )

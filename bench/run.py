@@ -114,6 +114,7 @@ def main() -> int:
     ap.add_argument("--leak-requests", type=int, default=100_000, help="requests between the memory readings")
     ap.add_argument("--only", choices=("rates", "max", "stream", "open", "memory"), action="append",
                     help="run only these scenarios (default: all)")
+    ap.add_argument("--target", action="append", help="only targets whose name contains this (default: all)")
     args = ap.parse_args()
     only = set(args.only or ("rates", "max", "stream", "open", "memory"))
     nofile = _raise_nofile()
@@ -144,6 +145,8 @@ def main() -> int:
         gateways[f"gw {_default_client()} {os.cpu_count()}w"] = (port, pid)
 
         targets = {"direct (floor)": mock, "nginx proxy_pass": proxy} | {k: v[0] for k, v in gateways.items()}
+        if args.target:
+            targets = {n: p for n, p in targets.items() if n.startswith("direct") or any(t in n for t in args.target)}
         urls = {name: f"http://127.0.0.1:{p}/v1/chat/completions" for name, p in targets.items()}
         for name, url in urls.items():  # warm every pool and code path
             hey_rate(name, url, CHAT_BODY, 200, 1.0)
