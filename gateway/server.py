@@ -24,6 +24,7 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from gateway.relay import CLIENT_SOCKET_KEY
+from gateway.wire import http_date, read_headers
 
 __all__ = ["Master", "WORKER_BOOT_ERROR", "listen", "raise_open_file_limit", "serve"]
 
@@ -36,6 +37,8 @@ _BACKLOG = 4096
 #: How long the master waits after SIGTERM beyond the drain time before it SIGKILLs a worker.
 _KILL_GRACE_S = 5.0
 _MASTER_TICK_S = 0.2
+#: Headers that pywsgi puts in the environ without the HTTP_ prefix.
+_NOT_HTTP_KEYS = ("CONTENT_TYPE", "CONTENT_LENGTH")
 
 
 class _Handler(WSGIHandler):
@@ -47,6 +50,24 @@ class _Handler(WSGIHandler):
             # request after the first waits ~40 ms for the client's delayed ACK.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().__init__(sock, address, server)
+
+    def MessageClass(self, fp, *args):  # noqa: N802 (pywsgi's name)
+        return read_headers(fp)
+
+    def _headers(self):
+        # The environ's HTTP_* keys straight from the parsed pairs (pywsgi re-splits header lines).
+        for name, value in self.headers.items:
+            if "_" in name:
+                continue  # as pywsgi: a name with "_" could pose as a dash-named header
+            key = name.replace("-", "_").upper()
+            if key not in _NOT_HTTP_KEYS:
+                yield "HTTP_" + key, value
+
+    def finalize_headers(self):
+        if self.provided_date is None:
+            self.provided_date = date = http_date()
+            self.response_headers.append((b"Date", date))
+        super().finalize_headers()
 
     def read_requestline(self):
         # Between requests the connection is idle: a drain may cut it.
