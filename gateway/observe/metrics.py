@@ -42,9 +42,20 @@ class Metrics:
             registry=self._registry,
         )
 
+        # PERF: labels() validates and locks on every call; the label sets are few (routes x models x
+        # statuses), so each pair of children is looked up once.
+        self._children: dict[tuple[str, str, int], tuple] = {}
+
     def observe(self, route: str, model: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, model, str(status)).inc()
-        self.duration.labels(route, model).observe(seconds)
+        key = (route, model, status)
+        try:
+            count, duration = self._children[key]
+        except KeyError:
+            count = self.requests.labels(route, model, str(status))
+            duration = self.duration.labels(route, model)
+            self._children[key] = (count, duration)
+        count.inc()
+        duration.observe(seconds)
 
     def render(self) -> bytes:
         if self._multiprocess:

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import random
 import time
-import uuid
 from typing import Any
 
 import falcon
 
-__all__ = ["ContextStage", "GatewayRequest", "RequestContext"]
+__all__ = ["ContextStage", "GatewayRequest", "RequestContext", "new_request_id"]
 
 #: Longest client-supplied request id we echo; longer ones are replaced (they end up in logs).
 _MAX_REQUEST_ID = 128
+
+
+_random_bits = random.getrandbits
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID string, as ``str(uuid.uuid4())`` in a tenth of the time.
+
+    An id needs to be unique, not unguessable: the process's Mersenne Twister (reseeded from the OS
+    in each forked worker) instead of a getrandom() system call per request.
+    """
+    h = f"{_random_bits(128):032x}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 class RequestContext:
@@ -53,7 +66,7 @@ class ContextStage:
         ctx.started = time.monotonic()
         request_id = req.get_header("x-request-id")
         if not request_id or len(request_id) > _MAX_REQUEST_ID:
-            request_id = str(uuid.uuid4())
+            request_id = new_request_id()
         ctx.request_id = request_id
         ctx.client_ip = req.remote_addr or ""
         ctx.user_agent = req.user_agent or ""
