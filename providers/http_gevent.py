@@ -1,4 +1,9 @@
-"""The upstream client on geventhttpclient: gevent-native sockets and a C HTTP parser, one pool per host."""
+"""The upstream client on geventhttpclient: its connection pools and C response parser, our request head.
+
+geventhttpclient's ``HTTPClient.request`` rebuilds the request head through its multi-dict headers on
+every call, the largest part of its cost here; this client writes the head itself (a prebuilt prefix
+per URL) and sends head and body in one write, then lets the library parse the answer.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,18 @@ import socket
 import time
 from collections.abc import Iterator, Mapping
 
-from geventhttpclient import HTTPClient
+from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
 from geventhttpclient.response import HTTPParseError, HTTPSocketPoolResponse
 from geventhttpclient.url import URL
 
+from gateway import __version__
 from providers.base import Attempt, ProviderConnectionError, ProviderTimeout
 from providers.http import READ_SIZE, SOCKET_OPTIONS, UpstreamClient, UpstreamStream
 
 __all__ = ["GeventClient", "GeventStream"]
 
 _ERRORS = (OSError, HTTPParseError)
+_USER_AGENT = f"budgateway/{__version__}"
 
 
 def _translate(e: BaseException, url: str) -> Exception:
@@ -33,41 +40,58 @@ def _set_socket_options(sock: socket.socket) -> None:
 
 
 class GeventClient(UpstreamClient):
-    """One ``HTTPClient`` (a keep-alive connection pool) per upstream host and port."""
+    """One geventhttpclient connection pool per upstream scheme, host and port."""
 
     def __init__(self, *, maxsize: int, connect_timeout_s: float, read_timeout_s: float) -> None:
         self._options = {
             # NOTE: geventhttpclient blocks a request when the pool is at its size, where urllib3
             # opens one more; a large size keeps bursts (10k open streams) from queueing.
-            "concurrency": max(maxsize, 16384),
+            "size": max(maxsize, 16384),
             "connection_timeout": connect_timeout_s,
             "network_timeout": read_timeout_s,
         }
-        self._hosts: dict[tuple[str, str, int], HTTPClient] = {}
-        #: url -> (client, request-uri); a handful of entries, one per configured endpoint.
-        self._targets: dict[str, tuple[HTTPClient, str]] = {}
+        self._pools: dict[tuple[str, str, int], ConnectionPool] = {}
+        #: url -> (pool, request-line-and-fixed-headers); a handful, one per configured endpoint.
+        self._targets: dict[str, tuple[ConnectionPool, bytes]] = {}
 
-    def _target(self, url: str) -> tuple[HTTPClient, str]:
+    def _target(self, url: str) -> tuple[ConnectionPool, bytes]:
         try:
             return self._targets[url]
         except KeyError:
             pass
         parsed = URL(url)
         key = (parsed.scheme, parsed.host, parsed.port)
-        client = self._hosts.get(key)
-        if client is None:
-            client = HTTPClient.from_url(parsed, **self._options)
-            # NOTE: the pool's documented hook for socket options; geventhttpclient sets none itself.
-            client._connection_pool.after_connect = _set_socket_options
-            self._hosts[key] = client
-        target = self._targets[url] = (client, parsed.request_uri)
+        pool = self._pools.get(key)
+        if pool is None:
+            cls = SSLConnectionPool if parsed.scheme == "https" else ConnectionPool
+            pool = cls(parsed.host, parsed.port, parsed.host, parsed.port, **self._options)
+            # NOTE: the pool's hook for socket options; geventhttpclient sets none itself.
+            pool.after_connect = _set_socket_options
+            self._pools[key] = pool
+        default_port = 443 if parsed.scheme == "https" else 80
+        host = parsed.host if parsed.port == default_port else f"{parsed.host}:{parsed.port}"
+        prefix = f"POST {parsed.request_uri} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {_USER_AGENT}\r\n"
+        target = self._targets[url] = (pool, prefix.encode("latin-1"))
         return target
 
+    def _send(self, url: str, body: bytes, headers: Mapping[str, str]) -> HTTPSocketPoolResponse:
+        """Write the request and read the response head; the response owns the connection from then on."""
+        pool, prefix = self._target(url)
+        head = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+        data = b"%s%sContent-Length: %d\r\n\r\n%s" % (prefix, head.encode("latin-1"), len(body), body)
+        sock = pool.get_socket()
+        try:
+            sock.sendall(data)
+        except BaseException:
+            pool.release_socket(sock)
+            raise
+        # On any failure (a timeout included) the response closes the socket and frees its pool slot.
+        return HTTPSocketPoolResponse(sock, pool, block_size=READ_SIZE, method="POST")
+
     def post(self, url: str, body: bytes, headers: Mapping[str, str], attempt: Attempt) -> tuple[int, bytes]:
-        client, uri = self._target(url)
         started = time.monotonic()
         try:
-            resp = client.request("POST", uri, body=body, headers=headers)
+            resp = self._send(url, body, headers)
             try:
                 return resp.status_code, resp.read()
             finally:
@@ -78,10 +102,9 @@ class GeventClient(UpstreamClient):
             attempt.upstream_s += time.monotonic() - started
 
     def post_stream(self, url: str, body: bytes, headers: Mapping[str, str], attempt: Attempt) -> GeventStream:
-        client, uri = self._target(url)
         started = time.monotonic()
         try:
-            resp = client.request("POST", uri, body=body, headers=headers)
+            resp = self._send(url, body, headers)
         except _ERRORS as e:
             raise _translate(e, url) from e
         finally:
@@ -89,9 +112,9 @@ class GeventClient(UpstreamClient):
         return GeventStream(resp, url)
 
     def close(self) -> None:
-        for client in self._hosts.values():
-            client.close()
-        self._hosts.clear()
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
         self._targets.clear()
 
 
