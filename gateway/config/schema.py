@@ -83,7 +83,7 @@ class GatewaySettings:
     debug: bool = False
     shutdown_timeout_s: float = 30.0
     max_body_bytes: int = 100 * 1024 * 1024
-    #: The upstream HTTP library: "urllib3" or "geventhttpclient" (see providers/http.py).
+    #: The upstream HTTP library: "geventhttpclient" (default) or "urllib3" (see providers/http.py).
     upstream_client: str = DEFAULT_CLIENT
 
 
