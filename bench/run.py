@@ -29,7 +29,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CHAT_BODY = '{"model":"chat","messages":[{"role":"user","content":"Hello! Say hi back."}]}'
 RATES = (100, 500, 1000, 2000)
 STREAM_SHAPE = "stream-20-5"  # 20 events, 5 ms apart
-SLOW_STREAM = "stream-10-1000"  # 10 events, 1 s apart: ~9 s open
+SLOW_STREAM = "stream-20-1000"  # 20 events, 1 s apart: ~19 s open
 CLIENTS = ("urllib3", "geventhttpclient")
 #: The file descriptors a 10,000-stream run needs: a client and an upstream socket per stream, and slack.
 NOFILE = 65536
@@ -202,13 +202,16 @@ def main() -> int:
 
     data["targets"] = _targets(data)
     RESULTS.mkdir(exist_ok=True)
+    # A partial run (--only, --target) must not pass for the record of a whole one.
+    name = "latest" if args.only is None and args.target is None else "partial"
     stamp = when.replace(":", "").replace("-", "")
-    md = write_markdown(RESULTS / "latest.md", data)
-    write_json(RESULTS / "latest.json", data)
-    (RESULTS / f"{stamp}.json").write_text((RESULTS / "latest.json").read_text())
-    chart = write_chart(RESULTS / "latest.png", data)
+    md = write_markdown(RESULTS / f"{name}.md", data)
+    write_json(RESULTS / f"{name}.json", data)
+    if name == "latest":
+        (RESULTS / f"{stamp}.json").write_text((RESULTS / "latest.json").read_text())
+    chart = write_chart(RESULTS / f"{name}.png", data)
     print("\n" + md)
-    print(f"wrote {RESULTS}/latest.md, latest.json, {stamp}.json" + (", latest.png" if chart else
+    print(f"wrote {RESULTS}/{name}.md, {name}.json" + (f", {name}.png" if chart else
           " (no chart: pip install matplotlib, or make bench installs it)"))
     return 0
 
@@ -250,7 +253,8 @@ def _open_streams(gateway: tuple[int, int], connections: int) -> dict:
     port, pid = gateway
     worker = worker_pids(pid)[0]
     before = rss_mb(worker)
-    seconds = 15
+    # Long enough for every connection to open and finish one whole stream.
+    seconds = 25
     with _Sampler(worker) as sampler:
         r = wrk_max("open streams", f"http://127.0.0.1:{port}/v1/chat/completions", _stream_body(SLOW_STREAM),
                     connections, seconds, timeout_s=30)

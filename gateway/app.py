@@ -7,14 +7,17 @@ from collections.abc import Mapping
 
 import falcon
 
+from gateway.anthropic_messages import error_json as anthropic_error_json
 from gateway.config.schema import Config
 from gateway.errors import GatewayError, error_body
 from gateway.observe.metrics import Metrics
 from gateway.pipeline.context import ContextStage, GatewayRequest
 from gateway.pipeline.record import RecordStage
 from gateway.pipeline.resolve import ResolveStage
-from gateway.resources.chat import ChatCompletions
+from gateway.resources.chat import ChatCompletions, Completions
+from gateway.resources.forward import AUDIO_FILE_LIMIT, FormForward, JSONForward
 from gateway.resources.health import Health, MetricsResource, Status
+from gateway.resources.messages import Messages
 from gateway.resources.models import Models
 from gateway.routing import Router
 from providers.base import Provider
@@ -56,10 +59,28 @@ def create_app(
     )
     app.req_options.strip_url_path_trailing_slash = True
 
-    chat = ChatCompletions(router)
-    models = Models(router)
+    inference = {
+        "/chat/completions": ChatCompletions(router),
+        "/completions": Completions(router),
+        "/embeddings": JSONForward(router, "embedding", "/embeddings", ("input",)),
+        "/moderations": JSONForward(router, "moderation", "/moderations", ("input",)),
+        "/images/generations": JSONForward(router, "image_generation", "/images/generations", ("prompt",)),
+        "/audio/speech": JSONForward(router, "text_to_speech", "/audio/speech", ("input", "voice"), always_stream=True),
+        "/responses": JSONForward(router, "responses", "/responses"),
+        "/audio/transcriptions": FormForward(
+            router, "audio_transcription", "/audio/transcriptions", ("file",), max_file_bytes=AUDIO_FILE_LIMIT
+        ),
+        "/audio/translations": FormForward(
+            router, "audio_translation", "/audio/translations", ("file",), max_file_bytes=AUDIO_FILE_LIMIT
+        ),
+        "/images/edits": FormForward(router, "image_edit", "/images/edits", ("image", "prompt")),
+        "/images/variations": FormForward(router, "image_variation", "/images/variations", ("image",)),
+    }
     for prefix in ("/v1", "/openai/v1"):
-        app.add_route(f"{prefix}/chat/completions", chat)
+        for path, resource in inference.items():
+            app.add_route(prefix + path, resource)
+    app.add_route("/v1/messages", Messages(router))
+    models = Models(router)
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id:path}", models, suffix="one")
     app.add_route("/health", Health())
@@ -81,8 +102,16 @@ def _respond(resp: falcon.Response, status: int, body: bytes, headers: Mapping[s
         resp.set_headers(headers)
 
 
+def _error_bytes(req: falcon.Request, status: int, message: str, type_: str, code: str | None,
+                 param: str | None = None) -> bytes:
+    """The error body in the shape the route's clients expect (Anthropic's on /v1/messages)."""
+    if req.context.error_format == "anthropic":
+        return anthropic_error_json(message, status)
+    return error_body(message, type_, code, param)
+
+
 def _handle_gateway_error(req: falcon.Request, resp: falcon.Response, ex: GatewayError, params: dict) -> None:
-    _respond(resp, ex.status, ex.to_bytes(), ex.headers)
+    _respond(resp, ex.status, _error_bytes(req, ex.status, str(ex), ex.type, ex.code, ex.param), ex.headers)
 
 
 def _handle_falcon_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: dict) -> None:
@@ -94,9 +123,10 @@ def _handle_falcon_error(req: falcon.Request, resp: falcon.Response, ex: falcon.
     else:
         message = ex.description or ex.title or "request failed"
     type_ = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    _respond(resp, status, error_body(message, type_, _CODES.get(status)), ex.headers)
+    _respond(resp, status, _error_bytes(req, status, message, type_, _CODES.get(status)), ex.headers)
 
 
 def _handle_unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
     log.exception("unexpected error in %s %s (request %s)", req.method, req.path, req.context.request_id)
-    _respond(resp, 500, error_body("The gateway failed to process the request.", "server_error", "internal_error"))
+    body = _error_bytes(req, 500, "The gateway failed to process the request.", "server_error", "internal_error")
+    _respond(resp, 500, body)

@@ -6,10 +6,11 @@ only walks a tuple. Timeouts are enforced here, around the provider, with gevent
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
 
 import gevent
@@ -21,6 +22,8 @@ from providers.base import (
     ChatRequest,
     ChatResult,
     ChunkStream,
+    Forwarded,
+    ForwardRequest,
     Provider,
     ProviderError,
     ProviderHTTPError,
@@ -30,7 +33,7 @@ from providers.base import (
 from providers.credentials import Credential, Secret
 from providers.http import UpstreamClient
 
-__all__ = ["AllProvidersFailedError", "Answer", "Candidate", "ModelRoute", "Router", "StreamAnswer"]
+__all__ = ["AllProvidersFailedError", "Answer", "Candidate", "ForwardAnswer", "ModelRoute", "Router", "StreamAnswer"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,21 @@ class StreamAnswer:
         self.deadline = deadline
 
 
+class ForwardAnswer:
+    """A forwarded request's answer: whole, or a stream whose first piece has arrived."""
+
+    __slots__ = ("forwarded", "first", "candidate", "attempts", "upstream_s", "deadline")
+
+    def __init__(self, forwarded: Forwarded, first: bytes | None, candidate: Candidate, attempts: int,
+                 upstream_s: float, deadline: float | None) -> None:
+        self.forwarded = forwarded
+        self.first = first
+        self.candidate = candidate
+        self.attempts = attempts
+        self.upstream_s = upstream_s
+        self.deadline = deadline
+
+
 class AllProvidersFailedError(GatewayError):
     """Every attempt of the chain failed; the message lists each attempt and why."""
 
@@ -141,6 +159,32 @@ class _Timer:
     def __exit__(self, *exc) -> None:
         if self._timeout is not None:
             self._timeout.close()
+
+
+def _peek(stream: Iterator[bytes]) -> bytes:
+    """The stream's first piece; an empty or failed stream is closed and counts as a failed attempt."""
+    try:
+        return next(stream)
+    except StopIteration:
+        stream.close()
+        raise ProviderResponseError("upstream stream ended without any data") from None
+    except BaseException:
+        stream.close()
+        raise
+
+
+@contextlib.contextmanager
+def _first_piece_timer(timeouts: TimeoutsConfig) -> Iterator[float | None]:
+    """Time to first token (or the whole streaming budget, if smaller) until the block ends;
+    yields the deadline of the whole stream."""
+    total = timeouts.streaming_total_s
+    ttft = timeouts.streaming_ttft_s
+    if ttft is None or total is not None and total < ttft:
+        ttft, what = total, "streaming total"
+    else:
+        what = "time to first token"
+    with _Timer(ttft, what):
+        yield None if total is None else time.monotonic() + total
 
 
 class Router:
@@ -203,28 +247,28 @@ class Router:
 
     def chat_stream(self, route: ModelRoute, request: ChatRequest) -> StreamAnswer:
         def call(candidate: Candidate, attempt: Attempt) -> tuple[bytes, ChunkStream, float | None]:
-            timeouts = candidate.timeouts
-            total = timeouts.streaming_total_s
-            deadline = None if total is None else time.monotonic() + total
-            ttft = timeouts.streaming_ttft_s
-            if ttft is None or total is not None and total < ttft:
-                ttft, what = total, "streaming total"
-            else:
-                what = "time to first token"
-            stream = None
-            with _Timer(ttft, what):
-                try:
-                    stream = candidate.provider.chat_stream(self._http, request, attempt)
-                    first = next(stream)
-                except StopIteration:
-                    raise ProviderResponseError("upstream stream ended without any event") from None
-                except BaseException:
-                    if stream is not None:
-                        stream.close()
-                    raise
-            return first, stream, deadline
+            with _first_piece_timer(candidate.timeouts) as deadline:
+                stream = candidate.provider.chat_stream(self._http, request, attempt)
+                return _peek(stream), stream, deadline
 
         return self._walk(route, call, lambda got, cand, attempts, _s: StreamAnswer(got[0], got[1], cand, attempts, got[2]))
+
+    def forward(self, route: ModelRoute, request: ForwardRequest) -> ForwardAnswer:
+        """Pass a request through the chain; a streamed answer falls back only until its first byte."""
+
+        def call(candidate: Candidate, attempt: Attempt) -> tuple[Forwarded, bytes | None, float | None]:
+            if not request.stream:
+                with _Timer(candidate.timeouts.non_streaming_total_s, "non-streaming total"):
+                    return candidate.provider.forward(self._http, request, attempt), None, None
+            with _first_piece_timer(candidate.timeouts) as deadline:
+                forwarded = candidate.provider.forward(self._http, request, attempt)
+                if forwarded.stream is None:
+                    return forwarded, None, deadline
+                return forwarded, _peek(forwarded.stream), deadline
+
+        return self._walk(
+            route, call, lambda got, cand, attempts, upstream_s: ForwardAnswer(got[0], got[1], cand, attempts, upstream_s, got[2])
+        )
 
     def _walk(self, route: ModelRoute, call: Callable[[Candidate, Attempt], T], wrap: Callable) -> object:
         failures: list[tuple[str, ProviderError]] = []

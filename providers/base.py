@@ -17,6 +17,10 @@ __all__ = [
     "ChatResult",
     "ChunkStream",
     "CredentialError",
+    "FilePart",
+    "Form",
+    "ForwardRequest",
+    "Forwarded",
     "Provider",
     "ProviderConnectionError",
     "ProviderError",
@@ -96,13 +100,18 @@ class ProviderHTTPError(ProviderError):
 
 
 class ChatRequest:
-    """An OpenAI-shaped chat request as the client sent it (parsed once, never re-parsed)."""
+    """An OpenAI-shaped chat (or legacy completions) request as the client sent it, parsed once.
 
-    __slots__ = ("body", "model", "stream", "include_usage")
+    ``path`` is the OpenAI path it was sent to: ``/chat/completions``, or ``/completions`` for the
+    legacy text completions, which OpenAI-wire providers serve and stream the same way.
+    """
 
-    def __init__(self, body: dict[str, Any], model: str) -> None:
+    __slots__ = ("body", "model", "stream", "include_usage", "path")
+
+    def __init__(self, body: dict[str, Any], model: str, path: str = "/chat/completions") -> None:
         self.body = body
         self.model = model
+        self.path = path
         self.stream = body.get("stream") is True
         options = body.get("stream_options")
         self.include_usage = bool(self.stream and isinstance(options, dict) and options.get("include_usage"))
@@ -115,6 +124,73 @@ class ChatResult:
 
     def __init__(self, body: dict[str, Any]) -> None:
         self.body = body
+
+
+class FilePart:
+    """One file of a multipart form, read whole (at most once in memory)."""
+
+    __slots__ = ("name", "filename", "content_type", "data")
+
+    def __init__(self, name: str, filename: str, content_type: str, data: bytes) -> None:
+        self.name = name
+        self.filename = filename
+        self.content_type = content_type
+        self.data = data
+
+
+class Form:
+    """A multipart/form-data body: its text fields and its files, in the order they came."""
+
+    __slots__ = ("fields", "files")
+
+    def __init__(self, fields: list[tuple[str, str]], files: list[FilePart]) -> None:
+        self.fields = fields
+        self.files = files
+
+    def get(self, name: str) -> str | None:
+        for key, value in self.fields:
+            if key == name:
+                return value
+        return None
+
+
+class ForwardRequest:
+    """A request for an endpoint passed through in OpenAI's wire format (embeddings, audio, images, ...).
+
+    Exactly one of ``json`` (a parsed JSON body) and ``form`` (a multipart form) is set.
+    """
+
+    __slots__ = ("capability", "path", "model", "json", "form", "stream")
+
+    def __init__(
+        self,
+        capability: str,
+        path: str,
+        model: str,
+        *,
+        json: dict[str, Any] | None = None,
+        form: Form | None = None,
+        stream: bool = False,
+    ) -> None:
+        self.capability = capability
+        self.path = path
+        self.model = model
+        self.json = json
+        self.form = form
+        #: Whether the answer is relayed as it arrives (SSE events, or audio bytes).
+        self.stream = stream
+
+
+class Forwarded:
+    """The upstream's successful answer to a forwarded request: a whole body, or bytes as they arrive."""
+
+    __slots__ = ("content_type", "body", "stream")
+
+    def __init__(self, content_type: str, *, body: bytes | None = None, stream: Iterator[bytes] | None = None):
+        self.content_type = content_type
+        self.body = body
+        #: Raw body bytes as they arrive; closing it settles the upstream connection.
+        self.stream = stream
 
 
 class Attempt:
@@ -162,6 +238,10 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def chat_stream(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChunkStream:
         """Answer a chat request as a stream of chunk payloads; closing it releases the upstream."""
+
+    def forward(self, http: UpstreamClient, request: ForwardRequest, attempt: Attempt) -> Forwarded:
+        """Pass a non-chat request through; only types whose ``capabilities`` list it are asked."""
+        raise NotImplementedError(f'provider type "{self.type}" does not forward {request.capability}')
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.config.name!r} model={self.config.model_name!r}>"

@@ -6,11 +6,17 @@
 - ``flaky``: the 1st, 3rd, 5th, ... call fails as a 500; the others succeed.
 - ``rate_limit``: always fails as a 429.
 - anything else: a fixed text.
+
+It serves chat, legacy completions (``/completions``) and embeddings (a small vector derived from
+each input), so the offline config can show those endpoints too.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
+import struct
 import time
 import uuid
 from typing import Any
@@ -18,7 +24,16 @@ from typing import Any
 import gevent
 import ujson
 
-from providers.base import Attempt, ChatRequest, ChatResult, ChunkStream, Provider, ProviderHTTPError
+from providers.base import (
+    Attempt,
+    ChatRequest,
+    ChatResult,
+    ChunkStream,
+    Forwarded,
+    ForwardRequest,
+    Provider,
+    ProviderHTTPError,
+)
 from providers.http import UpstreamClient
 
 __all__ = ["DummyProvider", "DEFAULT_TEXT", "SLOW_DELAY_S"]
@@ -28,9 +43,13 @@ DEFAULT_TEXT = "Hello from the budgateway dummy provider."
 SLOW_DELAY_S = 2.0
 
 
+#: The length of the dummy's embedding vectors.
+EMBEDDING_DIMENSIONS = 8
+
+
 class DummyProvider(Provider):
     type = TYPE
-    capabilities = frozenset({"chat"})
+    capabilities = frozenset({"chat", "completions", "embedding"})
 
     def __init__(self, config, credential) -> None:
         super().__init__(config, credential)
@@ -58,6 +77,17 @@ class DummyProvider(Provider):
 
     def chat(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChatResult:
         text = self._answer_text(request)
+        if request.path == "/completions":
+            return ChatResult(
+                {
+                    "id": "cmpl-" + uuid.uuid4().hex,
+                    "object": "text_completion",
+                    "created": int(time.time()),
+                    "model": self.config.model_name,
+                    "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}],
+                    "usage": self._usage(request, len(_words(text))),
+                }
+            )
         return ChatResult(
             {
                 "id": "chatcmpl-" + uuid.uuid4().hex,
@@ -88,17 +118,53 @@ class DummyProvider(Provider):
             "model": self.config.model_name,
         }
 
+        legacy = request.path == "/completions"
+        if legacy:
+            base["object"] = "text_completion"
+
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            if legacy:
+                choice = {"index": 0, "text": delta.get("content", ""), "logprobs": None, "finish_reason": finish}
+            else:
+                choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
             return ujson.dumps({**base, "choices": [choice]}).encode()
 
         words = _words(text)
-        yield chunk({"role": "assistant", "content": ""})
+        if not legacy:
+            yield chunk({"role": "assistant", "content": ""})
         for word in words:
             yield chunk({"content": word})
         yield chunk({}, "stop")
         if request.include_usage:
             yield ujson.dumps({**base, "choices": [], "usage": self._usage(request, len(words))}).encode()
+
+
+    def forward(self, http: UpstreamClient, request: ForwardRequest, attempt: Attempt) -> Forwarded:
+        if request.capability != "embedding" or request.json is None:
+            raise ProviderHTTPError(400, f"the dummy provider does not serve {request.capability}")
+        self._answer_text(ChatRequest({}, request.model))  # the configured failure behaviours apply
+        inputs = request.json.get("input")
+        if not isinstance(inputs, list) or inputs and isinstance(inputs[0], int):
+            inputs = [inputs]
+        as_base64 = request.json.get("encoding_format") == "base64"
+        data = []
+        for i, item in enumerate(inputs):
+            vector = _vector(ujson.dumps(item).encode())
+            embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() if as_base64 else vector
+            data.append({"object": "embedding", "index": i, "embedding": embedding})
+        tokens = sum(len(ujson.dumps(item)) // 4 or 1 for item in inputs)
+        body = {
+            "object": "list",
+            "data": data,
+            "model": self.config.model_name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return Forwarded("application/json", body=ujson.dumps(body).encode())
+
+
+def _vector(seed: bytes) -> list[float]:
+    digest = hashlib.sha256(seed).digest()
+    return [round(b / 255.0 - 0.5, 6) for b in digest[:EMBEDDING_DIMENSIONS]]
 
 
 def _words(text: str) -> list[str]:

@@ -14,12 +14,14 @@ from collections.abc import Iterator, Mapping
 from providers.base import Attempt
 
 __all__ = [
+    "Body",
     "CLIENT_KINDS",
     "DEFAULT_CLIENT",
     "READ_SIZE",
     "SOCKET_OPTIONS",
     "UpstreamClient",
     "UpstreamStream",
+    "body_length",
     "create_client",
 ]
 
@@ -37,10 +39,20 @@ CLIENT_KINDS = ("urllib3", "geventhttpclient")
 DEFAULT_CLIENT = "geventhttpclient"
 
 
+#: A request body: bytes, or pieces sent one after another (a multipart form around a large file,
+#: sent without joining it into one more copy).
+Body = bytes | list[bytes]
+
+
+def body_length(body: Body) -> int:
+    return len(body) if isinstance(body, bytes) else sum(len(piece) for piece in body)
+
+
 class UpstreamStream(abc.ABC):
-    """A streamed response: ``status`` is known, iterating yields body bytes as they arrive."""
+    """A streamed response: ``status`` and ``content_type`` are known, iterating yields body bytes as they arrive."""
 
     status: int
+    content_type: str
 
     @abc.abstractmethod
     def read_all(self) -> bytes:
@@ -58,11 +70,11 @@ class UpstreamClient(abc.ABC):
     """Pooled keep-alive connections to every upstream, shared by all providers of a worker."""
 
     @abc.abstractmethod
-    def post(self, url: str, body: bytes, headers: Mapping[str, str], attempt: Attempt) -> tuple[int, bytes]:
+    def post(self, url: str, body: Body, headers: Mapping[str, str], attempt: Attempt) -> tuple[int, bytes]:
         """Send a request and read the whole answer: ``(status, body)``."""
 
     @abc.abstractmethod
-    def post_stream(self, url: str, body: bytes, headers: Mapping[str, str], attempt: Attempt) -> UpstreamStream:
+    def post_stream(self, url: str, body: Body, headers: Mapping[str, str], attempt: Attempt) -> UpstreamStream:
         """Send a request and return once the response head has arrived."""
 
     @abc.abstractmethod

@@ -17,7 +17,7 @@ from urllib3.exceptions import (
 )
 
 from providers.base import Attempt, ProviderConnectionError, ProviderTimeout
-from providers.http import READ_SIZE, SOCKET_OPTIONS, UpstreamClient, UpstreamStream
+from providers.http import READ_SIZE, SOCKET_OPTIONS, Body, UpstreamClient, UpstreamStream, body_length
 
 __all__ = ["Urllib3Client", "Urllib3Stream"]
 
@@ -40,6 +40,13 @@ def _reason(e: BaseException) -> str:
     return type(e).__name__ if not str(e) else str(e).rsplit(": ", 1)[-1]
 
 
+def _with_length(headers: Mapping[str, str], body: Body) -> Mapping[str, str]:
+    # urllib3 sends a list body chunked unless told its length; upstreams want Content-Length.
+    if isinstance(body, bytes):
+        return headers
+    return {**headers, "Content-Length": str(body_length(body))}
+
+
 class Urllib3Client(UpstreamClient):
     """A pool of keep-alive connections per upstream host, shared by every provider of a worker."""
 
@@ -55,23 +62,31 @@ class Urllib3Client(UpstreamClient):
             socket_options=SOCKET_OPTIONS,
         )
 
-    def post(self, url: str, body: bytes, headers: Mapping[str, str], attempt: Attempt) -> tuple[int, bytes]:
+    def post(self, url: str, body: Body, headers: Mapping[str, str], attempt: Attempt) -> tuple[int, bytes]:
         """Send a request and read the whole answer: ``(status, body)``."""
         started = time.monotonic()
         try:
-            resp = self._pool.urlopen("POST", url, body=body, headers=headers, redirect=False, retries=False)
+            resp = self._pool.urlopen(
+                "POST", url, body=body, headers=_with_length(headers, body), redirect=False, retries=False
+            )
             return resp.status, resp.data
         except (HTTPError, OSError) as e:
             raise _translate(e, url) from e
         finally:
             attempt.upstream_s += time.monotonic() - started
 
-    def post_stream(self, url: str, body: bytes, headers: Mapping[str, str], attempt: Attempt) -> UpstreamStream:
+    def post_stream(self, url: str, body: Body, headers: Mapping[str, str], attempt: Attempt) -> UpstreamStream:
         """Send a request and return once the response head has arrived; the body is read as it comes."""
         started = time.monotonic()
         try:
             resp = self._pool.urlopen(
-                "POST", url, body=body, headers=headers, redirect=False, retries=False, preload_content=False
+                "POST",
+                url,
+                body=body,
+                headers=_with_length(headers, body),
+                redirect=False,
+                retries=False,
+                preload_content=False,
             )
         except (HTTPError, OSError) as e:
             raise _translate(e, url) from e
@@ -84,12 +99,13 @@ class Urllib3Client(UpstreamClient):
 
 
 class Urllib3Stream(UpstreamStream):
-    __slots__ = ("_resp", "_url", "status", "_clean")
+    __slots__ = ("_resp", "_url", "status", "content_type", "_clean")
 
     def __init__(self, resp: urllib3.BaseHTTPResponse, url: str) -> None:
         self._resp = resp
         self._url = url
         self.status = resp.status
+        self.content_type = resp.headers.get("content-type") or "application/octet-stream"
         self._clean = False
 
     def read_all(self) -> bytes:

@@ -5,7 +5,7 @@ The helpers ``openai_error`` and ``stream_openai`` serve every provider that spe
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import ujson
@@ -16,14 +16,19 @@ from providers.base import (
     ChatRequest,
     ChatResult,
     ChunkStream,
+    Forwarded,
+    ForwardRequest,
     Provider,
     ProviderConnectionError,
     ProviderHTTPError,
     ProviderResponseError,
 )
 from providers.http import UpstreamClient, UpstreamStream
+from providers.multipart import encode_form
 
 __all__ = [
+    "CAPABILITIES",
+    "PATHS",
     "OpenAIProvider",
     "VLLMProvider",
     "SGLangProvider",
@@ -35,6 +40,22 @@ __all__ = [
 
 TYPE = "openai"
 DEFAULT_API_BASE = "https://api.openai.com/v1"
+#: Every capability, and the OpenAI path that serves it.
+PATHS = {
+    "chat": "/chat/completions",
+    "completions": "/completions",
+    "embedding": "/embeddings",
+    "moderation": "/moderations",
+    "audio_transcription": "/audio/transcriptions",
+    "audio_translation": "/audio/translations",
+    "text_to_speech": "/audio/speech",
+    "image_generation": "/images/generations",
+    "image_edit": "/images/edits",
+    "image_variation": "/images/variations",
+    "responses": "/responses",
+}
+_PATHS = tuple(PATHS.values())
+CAPABILITIES = frozenset(PATHS)
 #: How much of a non-JSON error body a client may see.
 _MESSAGE_LIMIT = 500
 
@@ -114,37 +135,75 @@ class OpenAIProvider(Provider):
     type = TYPE
     default_api_key_location = "env::OPENAI_API_KEY"
     default_api_base = DEFAULT_API_BASE
+    capabilities = CAPABILITIES
 
     def __init__(self, config, credential) -> None:
         super().__init__(config, credential)
-        base = config.api_base or self.default_api_base
-        self._chat_url = base + "/chat/completions"
+        self._base = config.api_base or self.default_api_base
+        #: url per OpenAI path, built once (PERF: no string building per request).
+        self._urls = {path: self._url(path) for path in _PATHS}
         self._headers = {"Content-Type": "application/json", **config.extra_headers}
         self._extra_body = dict(config.extra_body)
 
-    def _request_headers(self) -> Mapping[str, str]:
+    def _url(self, path: str) -> str:
+        """Where the OpenAI path (``/chat/completions``, ``/embeddings``, ...) is served."""
+        return self._base + path
+
+    def _auth(self, secret: str) -> tuple[str, str]:
+        """The header that carries the credential."""
+        return "Authorization", "Bearer " + secret
+
+    def _request_headers(self, content_type: str | None = None) -> Mapping[str, str]:
         secret = self.credential.get()
-        if secret is None:
+        if secret is None and content_type is None:
             return self._headers
         headers = dict(self._headers)
-        headers["Authorization"] = "Bearer " + secret.reveal()
+        if secret is not None:
+            name, value = self._auth(secret.reveal())
+            headers[name] = value
+        if content_type is not None:
+            headers["Content-Type"] = content_type
         return headers
 
-    def _request_body(self, request: ChatRequest) -> bytes:
-        body = dict(request.body)
+    def _json_body(self, body: dict[str, Any]) -> bytes:
+        body = dict(body)
         body["model"] = self.config.model_name
         if self._extra_body:
             body.update(self._extra_body)
         return ujson.dumps(body, escape_forward_slashes=False, ensure_ascii=False).encode()
 
     def chat(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChatResult:
-        status, raw = http.post(self._chat_url, self._request_body(request), self._request_headers(), attempt)
+        url = self._urls[request.path]
+        status, raw = http.post(url, self._json_body(request.body), self._request_headers(), attempt)
         return ChatResult(parse_json_answer(status, raw))
 
     def chat_stream(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChunkStream:
-        headers = self._request_headers()
-        upstream = http.post_stream(self._chat_url, self._request_body(request), headers, attempt)
+        url = self._urls[request.path]
+        upstream = http.post_stream(url, self._json_body(request.body), self._request_headers(), attempt)
         return stream_openai(upstream)
+
+    def forward(self, http: UpstreamClient, request: ForwardRequest, attempt: Attempt) -> Forwarded:
+        if request.form is not None:
+            overrides = {"model": self.config.model_name}
+            overrides.update((k, str(v)) for k, v in self._extra_body.items())
+            content_type, body = encode_form(request.form, overrides)
+            headers = self._request_headers(content_type)
+        else:
+            body, headers = self._json_body(request.json), self._request_headers()
+        upstream = http.post_stream(self._urls[request.path], body, headers, attempt)
+        if upstream.status >= 400:
+            raise openai_error(upstream.status, upstream.read_all())
+        if request.stream:
+            return Forwarded(upstream.content_type, stream=_settled(upstream))
+        return Forwarded(upstream.content_type, body=upstream.read_all())
+
+
+def _settled(upstream: UpstreamStream) -> Iterator[bytes]:
+    """The raw body as it arrives; closing the iterator (or its end) settles the connection."""
+    try:
+        yield from upstream
+    finally:
+        upstream.close()
 
 
 class _SelfHosted(OpenAIProvider):

@@ -7,9 +7,13 @@ from collections.abc import Iterable, Mapping
 from importlib.metadata import entry_points
 from types import MappingProxyType
 
+from providers.anthropic import AnthropicProvider
+from providers.anyscale import AnyscaleProvider
+from providers.azure import AzureProvider
 from providers.base import Provider
 from providers.dummy import DummyProvider
 from providers.openai import BudProvider, OpenAIProvider, SGLangProvider, TGIProvider, VLLMProvider
+from providers.together import TogetherProvider
 
 __all__ = ["BUILTIN_PROVIDERS", "ENTRY_POINT_GROUP", "RegistryError", "build_registry"]
 
@@ -22,6 +26,10 @@ BUILTIN_PROVIDERS: tuple[type[Provider], ...] = (
     SGLangProvider,
     TGIProvider,
     BudProvider,
+    AzureProvider,
+    AnthropicProvider,
+    TogetherProvider,
+    AnyscaleProvider,
     DummyProvider,
 )
 

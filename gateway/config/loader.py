@@ -213,6 +213,11 @@ def _model(c: _Checker, name: str, data: Any, registry: Mapping[str, Any]) -> Mo
     for i, e in enumerate(endpoints):
         if e not in CAPABILITIES:
             c.fail(f"{path}.endpoints[{i}]", f'unknown capability "{e}" (one of: {", ".join(sorted(CAPABILITIES))})')
+            continue
+        for p in routing:
+            ptype = providers[p].type if p in providers else None
+            if ptype in registry and e not in registry[ptype].capabilities:
+                c.fail(f"{path}.endpoints[{i}]", f'provider "{p}" (type "{ptype}") does not serve {e}')
     retry = c.table(d.get("retry_config", {}), f"{path}.retry_config", _RETRY_KEYS)
     num_retries = c.get(retry, "num_retries", f"{path}.retry_config", (int,), 0)
     if num_retries < 0:

@@ -36,9 +36,11 @@ class RequestContext:
         "client_ip",
         "user_agent",
         "body",
+        "form",
         "model",
         "route",
         "stream",
+        "error_format",
     )
 
     def __init__(self) -> None:
@@ -48,12 +50,16 @@ class RequestContext:
         self.user_agent = ""
         #: The parsed JSON body of an inference request.
         self.body: dict[str, Any] | None = None
+        #: The parsed ``providers.base.Form`` of a multipart request.
+        self.form = None
         #: The model name exactly as the client sent it.
         self.model = ""
         #: The resolved ``routing.ModelRoute``.
         self.route = None
         #: The ``relay.SSEStream`` of a streamed answer, for stages that finish at its end.
         self.stream = None
+        #: The error body shape the resource's clients expect: None (OpenAI's) or "anthropic".
+        self.error_format = None
 
 
 class GatewayRequest(falcon.Request):

@@ -15,14 +15,20 @@ from gateway.errors import (
     UnsupportedCapabilityError,
 )
 from gateway.routing import Router
+from providers.base import FilePart, Form
 
 __all__ = ["ResolveStage"]
+
+#: How much of an uploaded file is read at a time (the limit is checked after each read).
+_READ_CHUNK = 64 * 1024
 
 
 class ResolveStage:
     """Runs for resources that declare a ``capability``; others (health, models) are left alone.
 
-    A resource lists the body fields it requires in ``required`` (besides ``model``).
+    A resource lists the body fields it requires in ``required`` (besides ``model``), and says in
+    ``body_kind`` whether its body is JSON (the default) or a multipart form (``multipart``), whose
+    file parts it may cap with ``max_file_bytes``.
     """
 
     def __init__(self, router: Router, max_body_bytes: int) -> None:
@@ -34,7 +40,13 @@ class ResolveStage:
         if capability is None or req.method != "POST":
             return
         ctx = req.context
-        body = self._read_json(req)
+        ctx.error_format = getattr(resource, "error_format", None)
+        if getattr(resource, "body_kind", "json") == "multipart":
+            form = ctx.form = self._read_form(req, getattr(resource, "max_file_bytes", None))
+            body = {name: value for name, value in form.fields}
+            body.update((part.name.removesuffix("[]"), part) for part in form.files)
+        else:
+            body = self._read_json(req)
         model = body.get("model")
         if model is None or model == "":
             raise MissingParameterError("model")
@@ -48,13 +60,46 @@ class ResolveStage:
         for field in resource.required:
             if field not in body or body[field] is None:
                 raise MissingParameterError(field)
-        ctx.body = body
+        if ctx.form is None:
+            ctx.body = body
+
+    def _check_length(self, req: falcon.Request) -> None:
+        length = req.content_length
+        if length is not None and length > self._max:
+            raise RequestTooLargeError(f"Request body of {length} bytes is over the limit of {self._max} bytes")
+
+    def _read_form(self, req: falcon.Request, max_file_bytes: int | None) -> Form:
+        """Parse a multipart form as it streams in; a file over ``max_file_bytes`` is refused as soon as
+        the limit is crossed, without reading the rest."""
+        if not (req.content_type or "").startswith("multipart/form-data"):
+            raise InvalidRequestError(
+                "This endpoint takes a multipart/form-data body", code="invalid_content_type"
+            )
+        self._check_length(req)
+        limit = self._max if max_file_bytes is None else min(max_file_bytes, self._max)
+        fields: list[tuple[str, str]] = []
+        files: list[FilePart] = []
+        try:
+            for part in req.get_media():
+                name = part.name or ""
+                if part.filename is None:
+                    fields.append((name, part.get_text() or ""))
+                    continue
+                data = bytearray()
+                read = part.stream.read
+                while chunk := read(_READ_CHUNK):
+                    data += chunk
+                    if len(data) > limit:
+                        raise RequestTooLargeError(f"File '{name}' is over the limit of {limit} bytes", param=name)
+                files.append(FilePart(name, part.filename, part.content_type or "application/octet-stream", data))
+        except falcon.HTTPError as e:  # MediaMalformedError, MultipartParseError
+            raise InvalidRequestError(f"Malformed multipart body: {e.description or e.title}") from None
+        return Form(fields, files)
 
     def _read_json(self, req: falcon.Request) -> dict:
+        self._check_length(req)
         length = req.content_length
         limit = self._max
-        if length is not None and length > limit:
-            raise RequestTooLargeError(f"Request body of {length} bytes is over the limit of {limit} bytes")
         raw = req.bounded_stream.read(limit + 1) if length is None else req.bounded_stream.read()
         if len(raw) > limit:
             raise RequestTooLargeError(f"Request body is over the limit of {limit} bytes")

@@ -1,4 +1,4 @@
-"""``POST /v1/chat/completions``: plain and streamed chat completions through the model's chain."""
+"""``POST /v1/chat/completions`` and ``POST /v1/completions``: plain and streamed, through the model's chain."""
 
 from __future__ import annotations
 
@@ -8,47 +8,51 @@ import falcon
 
 from gateway.errors import InvalidRequestError
 from gateway.relay import CLIENT_SOCKET_KEY, SSEStream
-from gateway.resources.respond import json_response
+from gateway.resources.respond import inference_headers, json_response
 from gateway.routing import Router
 from providers.base import ChatRequest
 
-__all__ = ["ChatCompletions"]
+__all__ = ["ChatCompletions", "Completions"]
 
 
 class ChatCompletions:
     capability = "chat"
+    path = "/chat/completions"
     required = ("messages",)
 
     def __init__(self, router: Router) -> None:
         self._router = router
 
+    def _check(self, body: dict) -> None:
+        if not isinstance(body["messages"], list):
+            raise InvalidRequestError("'messages' must be an array", param="messages")
+
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         ctx = req.context
-        if not isinstance(ctx.body["messages"], list):
-            raise InvalidRequestError("'messages' must be an array", param="messages")
-        request = ChatRequest(ctx.body, ctx.model)
+        self._check(ctx.body)
+        request = ChatRequest(ctx.body, ctx.model, self.path)
         if request.stream:
             answer = self._router.chat_stream(ctx.route, request)
-            stream = SSEStream(
-                answer.first,
-                answer.rest,
-                ctx.model,
-                answer.deadline,
-                req.env.get(CLIENT_SOCKET_KEY),
-                answer.candidate.label,
-            )
-            ctx.stream = stream
+            label = answer.candidate.label
+            client = req.env.get(CLIENT_SOCKET_KEY)
+            ctx.stream = resp.stream = SSEStream(answer.first, answer.rest, ctx.model, answer.deadline, client, label)
             resp.content_type = "text/event-stream"
             resp.set_header("Cache-Control", "no-cache")
-            resp.set_header("x-budgateway-provider", answer.candidate.label)
-            resp.set_header("x-budgateway-attempts", str(answer.attempts))
-            resp.stream = stream
+            inference_headers(resp, label, answer.attempts)
             return
         answer = self._router.chat(ctx.route, request)
         body = answer.result.body
         body["model"] = ctx.model
         json_response(resp, body)
-        overhead_ms = (time.monotonic() - ctx.started - answer.upstream_s) * 1000.0
-        resp.set_header("x-budgateway-provider", answer.candidate.label)
-        resp.set_header("x-budgateway-attempts", str(answer.attempts))
-        resp.set_header("x-budgateway-overhead-ms", f"{overhead_ms:.3f}")
+        inference_headers(resp, answer.candidate.label, answer.attempts, time.monotonic() - ctx.started - answer.upstream_s)
+
+
+class Completions(ChatCompletions):
+    """The legacy text completions: the same flow, another path and body."""
+
+    capability = "completions"
+    path = "/completions"
+    required = ("prompt",)
+
+    def _check(self, body: dict) -> None:
+        pass

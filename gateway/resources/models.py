@@ -18,8 +18,15 @@ class Models:
         created = int(time.time())
         # Built once per config load: the list never changes until a reload builds a new app.
         self._models = {
-            name: {"id": name, "object": "model", "created": created, "owned_by": "budgateway"}
-            for name in router.routes
+            name: {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": "budgateway",
+                # Beyond OpenAI's fields: what the model serves (its configured endpoints).
+                "capabilities": sorted(route.config.endpoints),
+            }
+            for name, route in router.routes.items()
         }
         self._list = {"object": "list", "data": list(self._models.values())}
 

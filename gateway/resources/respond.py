@@ -7,7 +7,7 @@ from typing import Any
 import falcon
 import ujson
 
-__all__ = ["dump_json", "json_response"]
+__all__ = ["dump_json", "inference_headers", "json_response"]
 
 
 def dump_json(obj: Any) -> bytes:
@@ -17,3 +17,12 @@ def dump_json(obj: Any) -> bytes:
 def json_response(resp: falcon.Response, obj: Any) -> None:
     resp.content_type = falcon.MEDIA_JSON
     resp.data = dump_json(obj)
+
+
+def inference_headers(resp: falcon.Response, provider: str, attempts: int, overhead_s: float | None = None) -> None:
+    """The headers of every inference answer: who answered, after how many attempts, and (for whole
+    answers) the time spent in the gateway rather than waiting on the upstream."""
+    resp.set_header("x-budgateway-provider", provider)
+    resp.set_header("x-budgateway-attempts", str(attempts))
+    if overhead_s is not None:
+        resp.set_header("x-budgateway-overhead-ms", f"{overhead_s * 1000.0:.3f}")

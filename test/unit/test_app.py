@@ -167,7 +167,8 @@ class TestOtherRoutes:
         data = client.simulate_get("/v1/models").json
         assert data["object"] == "list"
         assert {m["id"] for m in data["data"]} == {"text", "chain", "echo", "limited", "flaky", "slow", "embed"}
-        assert set(data["data"][0]) == {"id", "object", "created", "owned_by"}
+        assert set(data["data"][0]) == {"id", "object", "created", "owned_by", "capabilities"}
+        assert next(m for m in data["data"] if m["id"] == "embed")["capabilities"] == ["embedding"]
 
     def test_one_model(self, client):
         assert client.simulate_get("/v1/models/echo").json["id"] == "echo"
