@@ -23,6 +23,7 @@ from providers.base import (
     ProviderConnectionError,
     ProviderHTTPError,
     ProviderResponseError,
+    json_object,
 )
 from providers.http import UpstreamClient, UpstreamStream
 
@@ -129,13 +130,7 @@ class AnthropicProvider(Provider):
         status, raw = http.post(self._url, body, self._request_headers(), attempt)
         if status >= 400:
             raise anthropic_error(status, raw)
-        try:
-            answer = ujson.loads(raw)
-        except ValueError:
-            raise ProviderResponseError("upstream answered with invalid JSON", raw=raw) from None
-        if not isinstance(answer, dict):
-            raise ProviderResponseError("upstream answered with a JSON value that is not an object", raw=raw)
-        return ChatResult(to_chat_completion(answer))
+        return ChatResult(to_chat_completion(json_object(raw)))
 
     def chat_stream(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChunkStream:
         body = self._request_body(request, stream=True)

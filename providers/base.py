@@ -6,6 +6,8 @@ import abc
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import ujson
+
 if TYPE_CHECKING:
     from gateway.config.schema import ProviderConfig
     from providers.credentials import Credential
@@ -27,6 +29,7 @@ __all__ = [
     "ProviderHTTPError",
     "ProviderResponseError",
     "ProviderTimeout",
+    "json_object",
 ]
 
 #: What a streaming call yields: the JSON payload of each event (the bytes after ``data: ``),
@@ -97,6 +100,17 @@ class ProviderHTTPError(ProviderError):
     @property
     def rate_limited(self) -> bool:
         return self.status == 429
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A successful answer's JSON object, or the ``ProviderResponseError`` that a bad one means."""
+    try:
+        body = ujson.loads(raw)
+    except ValueError:
+        raise ProviderResponseError("upstream answered with invalid JSON", raw=raw) from None
+    if not isinstance(body, dict):
+        raise ProviderResponseError("upstream answered with a JSON value that is not an object", raw=raw)
+    return body
 
 
 class ChatRequest:

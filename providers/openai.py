@@ -21,7 +21,7 @@ from providers.base import (
     Provider,
     ProviderConnectionError,
     ProviderHTTPError,
-    ProviderResponseError,
+    json_object,
 )
 from providers.http import UpstreamClient, UpstreamStream
 from providers.multipart import encode_form
@@ -90,13 +90,7 @@ def parse_json_answer(status: int, raw: bytes) -> dict[str, Any]:
     """The JSON object of a successful answer, or the ProviderError that the answer means."""
     if status >= 400:
         raise openai_error(status, raw)
-    try:
-        body = ujson.loads(raw)
-    except ValueError:
-        raise ProviderResponseError("upstream answered with invalid JSON", raw=raw) from None
-    if not isinstance(body, dict):
-        raise ProviderResponseError("upstream answered with a JSON value that is not an object", raw=raw)
-    return body
+    return json_object(raw)
 
 
 def stream_openai(upstream: UpstreamStream) -> ChunkStream:
