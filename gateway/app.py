@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import falcon
 
 from gateway.anthropic_messages import error_json as anthropic_error_json
+from gateway.catalog import Catalog
 from gateway.config.schema import Config
 from gateway.errors import GatewayError, error_body
 from gateway.observe.metrics import Metrics
@@ -47,14 +48,15 @@ def create_app(
     """Build the app and its collaborators; everything per-config is created here, once."""
     http = http if http is not None else create_client(config.gateway.upstream_client)
     metrics = metrics if metrics is not None else Metrics()
-    router = Router(config, registry, http)
+    catalog = Catalog(config.models, registry)
+    router = Router(catalog, http)
 
     app = falcon.App(
         request_type=GatewayRequest,
         middleware=[
             ContextStage(),
             RecordStage(metrics),
-            ResolveStage(router, config.gateway.max_body_bytes),
+            ResolveStage(catalog, config.gateway.max_body_bytes),
         ],
     )
     app.req_options.strip_url_path_trailing_slash = True
@@ -80,7 +82,7 @@ def create_app(
         for path, resource in inference.items():
             app.add_route(prefix + path, resource)
     app.add_route("/v1/messages", Messages(router))
-    models = Models(router)
+    models = Models(catalog)
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id:path}", models, suffix="one")
     app.add_route("/health", Health())

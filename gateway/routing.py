@@ -1,6 +1,6 @@
-"""Model resolution and the fallback chain: providers in routing order, then fallback models, with retries.
+"""The fallback chain: providers in routing order, then fallback models, with retries and timeouts.
 
-A candidate is one (model, provider) pair. Chains are flattened once at config load, so a request
+A route's chain of candidates (``catalog.py``) is flattened when its models are loaded, so a request
 only walks a tuple. Timeouts are enforced here, around the provider, with gevent timers.
 """
 
@@ -10,13 +10,14 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import gevent
 
-from gateway.config.schema import Config, ModelConfig, TimeoutsConfig
-from gateway.errors import GatewayError, ModelNotFoundError
+from gateway.catalog import Candidate, Catalog, ModelRoute
+from gateway.config.schema import TimeoutsConfig
+from gateway.errors import GatewayError
 from providers.base import (
     Attempt,
     ChatRequest,
@@ -24,49 +25,21 @@ from providers.base import (
     ChunkStream,
     Forwarded,
     ForwardRequest,
-    Provider,
     ProviderError,
     ProviderHTTPError,
     ProviderResponseError,
     ProviderTimeout,
 )
-from providers.credentials import Credential, Secret
 from providers.http import UpstreamClient
 
-__all__ = ["AllProvidersFailedError", "Answer", "Candidate", "ForwardAnswer", "ModelRoute", "Router", "StreamAnswer"]
+__all__ = ["AllProvidersFailedError", "Answer", "ForwardAnswer", "Router", "StreamAnswer"]
 
 log = logging.getLogger(__name__)
 
-#: The prefix TensorZero clients use to name a model directly.
-MODEL_PREFIX = "tensorzero::model_name::"
 #: The first retry waits about this long; each next one twice as long, up to ``max_delay_s``.
 _BACKOFF_BASE_S = 0.1
 
 T = TypeVar("T")
-
-
-class Candidate:
-    """One provider of one model, as routing tries it."""
-
-    __slots__ = ("model", "provider_name", "provider", "timeouts", "label")
-
-    def __init__(self, model: str, provider_name: str, provider: Provider, timeouts: TimeoutsConfig) -> None:
-        self.model = model
-        self.provider_name = provider_name
-        self.provider = provider
-        self.timeouts = timeouts
-        self.label = f"{model}/{provider_name}"
-
-
-class ModelRoute:
-    """A served model: its config and its whole flattened chain of candidates."""
-
-    __slots__ = ("name", "config", "chain")
-
-    def __init__(self, config: ModelConfig, chain: tuple[Candidate, ...]) -> None:
-        self.name = config.name
-        self.config = config
-        self.chain = chain
 
 
 class Answer:
@@ -188,55 +161,11 @@ def _first_piece_timer(timeouts: TimeoutsConfig) -> Iterator[float | None]:
 
 
 class Router:
-    """Builds every model's providers and chain once; answers requests by walking the chain."""
+    """Answers requests by walking the chain of a route from the catalog."""
 
-    def __init__(
-        self,
-        config: Config,
-        registry: Mapping[str, type[Provider]],
-        http: UpstreamClient,
-        credential_store: Mapping[str, Secret] | None = None,
-    ) -> None:
+    def __init__(self, catalog: Catalog, http: UpstreamClient) -> None:
+        self.catalog = catalog
         self._http = http
-        store = credential_store if credential_store is not None else {}
-        instances: dict[str, dict[str, Provider]] = {}
-        for name, model in config.models.items():
-            instances[name] = {}
-            for pname, pconf in model.providers.items():
-                credential = Credential(pconf.api_key_location, store)
-                if credential.error:
-                    log.warning("models.%s.providers.%s: %s; requests to it will fail over", name, pname, credential.error)
-                instances[name][pname] = registry[pconf.type](pconf, credential)
-        self.routes: Mapping[str, ModelRoute] = {
-            name: ModelRoute(model, self._chain(config, instances, name)) for name, model in config.models.items()
-        }
-
-    @staticmethod
-    def _chain(config: Config, instances: dict[str, dict[str, Provider]], start: str) -> tuple[Candidate, ...]:
-        """The model's own providers, then each fallback model's chain, depth first, each model once."""
-        chain: list[Candidate] = []
-        seen: set[str] = set()
-
-        def walk(name: str) -> None:
-            if name in seen:
-                return
-            seen.add(name)
-            model = config.models[name]
-            for pname in model.routing:
-                chain.append(Candidate(name, pname, instances[name][pname], model.providers[pname].timeouts))
-            for other in model.fallback_models:
-                walk(other)
-
-        walk(start)
-        return tuple(chain)
-
-    def resolve(self, name: str) -> ModelRoute:
-        route = self.routes.get(name)
-        if route is None and name.startswith(MODEL_PREFIX):
-            route = self.routes.get(name[len(MODEL_PREFIX) :])
-        if route is None:
-            raise ModelNotFoundError(name)
-        return route
 
     def chat(self, route: ModelRoute, request: ChatRequest) -> Answer:
         def call(candidate: Candidate, attempt: Attempt) -> ChatResult:

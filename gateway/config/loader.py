@@ -22,7 +22,7 @@ from gateway.config.schema import (
 from providers.credentials import parse_location
 from providers.http import CLIENT_KINDS
 
-__all__ = ["ConfigError", "load_config", "load_config_text", "parse_bind"]
+__all__ = ["ConfigError", "load_config", "load_config_text", "model_from_dict", "parse_bind"]
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -163,6 +163,19 @@ def load_config_text(text: str, source: str, registry: Mapping[str, Any]) -> Con
     if c.errors:
         raise ConfigError(source, c.errors)
     return Config(gateway=gateway, models=MappingProxyType(models), source=source)
+
+
+def model_from_dict(
+    name: str, data: Any, registry: Mapping[str, Any], source: str, *, ignore: frozenset[str] = frozenset()
+) -> ModelConfig:
+    """One model table validated like a TOML model (keys in ``ignore`` are allowed and dropped)."""
+    c = _Checker()
+    if isinstance(data, dict) and ignore:
+        data = {k: v for k, v in data.items() if k not in ignore}
+    model = _model(c, name, data, registry)
+    if c.errors:
+        raise ConfigError(source, c.errors)
+    return model
 
 
 def _gateway(c: _Checker, data: Any) -> GatewaySettings:

@@ -7,6 +7,7 @@ from typing import Any
 import falcon
 import ujson
 
+from gateway.catalog import Catalog
 from gateway.errors import (
     InvalidJSONError,
     InvalidRequestError,
@@ -14,7 +15,6 @@ from gateway.errors import (
     RequestTooLargeError,
     UnsupportedCapabilityError,
 )
-from gateway.routing import Router
 from providers.base import FilePart, Form
 
 __all__ = ["ResolveStage"]
@@ -31,8 +31,8 @@ class ResolveStage:
     file parts it may cap with ``max_file_bytes``.
     """
 
-    def __init__(self, router: Router, max_body_bytes: int) -> None:
-        self._router = router
+    def __init__(self, catalog: Catalog, max_body_bytes: int) -> None:
+        self._catalog = catalog
         self._max = max_body_bytes
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
@@ -53,7 +53,7 @@ class ResolveStage:
         if not isinstance(model, str):
             raise InvalidRequestError("'model' must be a string", param="model")
         # Resolved before the other checks, so a rejected request still counts against its model.
-        route = ctx.route = self._router.resolve(model)
+        route = ctx.route = self._catalog.resolve(model)
         ctx.model = model
         if capability not in route.config.endpoints:
             raise UnsupportedCapabilityError(model, capability)

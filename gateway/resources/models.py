@@ -6,35 +6,42 @@ import time
 
 import falcon
 
+from gateway.catalog import Catalog
 from gateway.errors import ModelNotFoundError
 from gateway.resources.respond import json_response
-from gateway.routing import Router
 
 __all__ = ["Models"]
 
 
 class Models:
-    def __init__(self, router: Router) -> None:
-        created = int(time.time())
-        # Built once per config load: the list never changes until a reload builds a new app.
-        self._models = {
-            name: {
-                "id": name,
-                "object": "model",
-                "created": created,
-                "owned_by": "budgateway",
-                # Beyond OpenAI's fields: what the model serves (its configured endpoints).
-                "capabilities": sorted(route.config.endpoints),
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+        self._created = int(time.time())
+        self._cache: tuple[object, dict[str, dict]] | None = None
+
+    def _models(self) -> dict[str, dict]:
+        """Every served model's entry; remade only when the catalog's routes have changed."""
+        routes = self._catalog.routes
+        if self._cache is None or self._cache[0] is not routes:
+            entries = {
+                name: {
+                    "id": name,
+                    "object": "model",
+                    "created": self._created,
+                    "owned_by": "budgateway",
+                    # Beyond OpenAI's fields: what the model serves (its configured endpoints).
+                    "capabilities": sorted(route.config.endpoints),
+                }
+                for name, route in routes.items()
             }
-            for name, route in router.routes.items()
-        }
-        self._list = {"object": "list", "data": list(self._models.values())}
+            self._cache = (routes, entries)
+        return self._cache[1]
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        json_response(resp, self._list)
+        json_response(resp, {"object": "list", "data": list(self._models().values())})
 
     def on_get_one(self, req: falcon.Request, resp: falcon.Response, model_id: str) -> None:
-        model = self._models.get(model_id)
+        model = self._models().get(model_id)
         if model is None:
             raise ModelNotFoundError(model_id)
         json_response(resp, model)
