@@ -6,12 +6,15 @@ import logging
 from collections.abc import Mapping
 
 import falcon
+import ujson
 
 from gateway.anthropic_messages import error_json as anthropic_error_json
 from gateway.catalog import Catalog
+from gateway.config.loader import auth_enabled
 from gateway.config.schema import Config
 from gateway.errors import GatewayError, error_body
 from gateway.observe.metrics import Metrics
+from gateway.pipeline.auth import AuthStage
 from gateway.pipeline.context import ContextStage, GatewayRequest
 from gateway.pipeline.record import RecordStage
 from gateway.pipeline.resolve import ResolveStage
@@ -21,7 +24,11 @@ from gateway.resources.health import Health, MetricsResource, Status
 from gateway.resources.messages import Messages
 from gateway.resources.models import Models
 from gateway.routing import Router
+from gateway.stores.crypto import load_decryptor
+from gateway.stores.keys import KeyTable
+from gateway.stores.sync import RedisSync, connect
 from providers.base import Provider
+from providers.credentials import Secret
 from providers.http import UpstreamClient, create_client
 
 __all__ = ["create_app"]
@@ -44,21 +51,33 @@ def create_app(
     *,
     http: UpstreamClient | None = None,
     metrics: Metrics | None = None,
+    redis_url: str | None = None,
 ) -> falcon.App:
-    """Build the app and its collaborators; everything per-config is created here, once."""
-    http = http if http is not None else create_client(config.gateway.upstream_client)
-    metrics = metrics if metrics is not None else Metrics()
-    catalog = Catalog(config.models, registry)
-    router = Router(catalog, http)
+    """Build the app and its collaborators; everything per-config is created here, once.
 
-    app = falcon.App(
-        request_type=GatewayRequest,
-        middleware=[
-            ContextStage(),
-            RecordStage(metrics),
-            ResolveStage(catalog, config.gateway.max_body_bytes),
-        ],
-    )
+    With ``redis_url``, a background greenlet keeps keys, models and credentials in step with Redis.
+    """
+    settings = config.gateway
+    http = http if http is not None else create_client(settings.upstream_client)
+    metrics = metrics if metrics is not None else Metrics()
+    credential_store: dict[str, Secret] = {}
+    catalog = Catalog(config.models, registry, credential_store)
+    router = Router(catalog, http)
+    keys = KeyTable()
+    for key_hash, grants in config.api_keys.items():
+        keys.put(key_hash, ujson.dumps(grants))
+    keys.loaded = not redis_url
+    sync = None
+    if redis_url:
+        client = connect(redis_url, settings.redis_max_connections, settings.redis_timeout_s)
+        sync = RedisSync(client, keys, catalog, credential_store, registry, load_decryptor(), settings.resync_interval_s)
+        sync.start()
+
+    stages = [ContextStage(), RecordStage(metrics)]
+    if auth_enabled(config, redis_url):
+        stages.append(AuthStage(keys))
+    stages.append(ResolveStage(catalog, settings.max_body_bytes))
+    app = falcon.App(request_type=GatewayRequest, middleware=stages)
     app.req_options.strip_url_path_trailing_slash = True
 
     inference = {
@@ -85,7 +104,7 @@ def create_app(
     models = Models(catalog)
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id:path}", models, suffix="one")
-    app.add_route("/health", Health())
+    app.add_route("/health", Health(sync))
     app.add_route("/status", Status())
     app.add_route("/metrics", MetricsResource(metrics))
 

@@ -12,9 +12,16 @@ import sys  # noqa: E402
 
 from gateway import __version__  # noqa: E402
 from gateway.config.default import DEFAULT_CONFIG, DEFAULT_SOURCE  # noqa: E402
-from gateway.config.loader import ConfigError, load_config, load_config_text, parse_bind  # noqa: E402
+from gateway.config.loader import (  # noqa: E402
+    ConfigError,
+    auth_enabled,
+    load_config,
+    load_config_text,
+    parse_bind,
+)
 from gateway.config.schema import Config  # noqa: E402
 from gateway.logs import configure_logging  # noqa: E402
+from gateway.stores.crypto import KeyLoadError, load_decryptor  # noqa: E402
 from providers.registry import RegistryError, build_registry  # noqa: E402
 
 __all__ = ["main"]
@@ -79,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RegistryError) as e:
         print(f"budgateway: invalid config:\n{e}", file=sys.stderr)
         return 1
+    redis_url = os.environ.get("TENSORZERO_REDIS_URL") or None
+    try:
+        auth_enabled(config, redis_url)
+        load_decryptor()
+    except (ConfigError, KeyLoadError) as e:
+        print(f"budgateway: {e}", file=sys.stderr)
+        return 1
     if args.check_config:
         print(f"{config.source}: OK ({len(config.models)} models)")
         return 0
@@ -89,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     workers = args.workers if args.workers is not None else settings.workers
     if workers == 0:
         workers = os.cpu_count() or 1
-    return _serve(config, registry, host, port, workers)
+    return _serve(config, registry, host, port, workers, redis_url)
 
 
-def _serve(config: Config, registry, host: str, port: int, workers: int) -> int:
+def _serve(config: Config, registry, host: str, port: int, workers: int, redis_url: str | None) -> int:
     from gateway import server
 
     settings = config.gateway
@@ -105,7 +119,7 @@ def _serve(config: Config, registry, host: str, port: int, workers: int) -> int:
 
         return server.serve(
             listener,
-            lambda: create_app(config, registry),
+            lambda: create_app(config, registry, redis_url=redis_url),
             debug=settings.debug,
             shutdown_timeout_s=settings.shutdown_timeout_s,
         )

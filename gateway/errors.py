@@ -5,6 +5,7 @@ from __future__ import annotations
 import ujson
 
 __all__ = [
+    "AuthenticationError",
     "GatewayError",
     "InvalidRequestError",
     "InvalidJSONError",
@@ -74,6 +75,10 @@ class MissingParameterError(InvalidRequestError):
 
     def __init__(self, param: str) -> None:
         super().__init__(f"Missing required parameter: '{param}'", param=param)
+
+
+class AuthenticationError(GatewayError):
+    status, type, code = 401, "authentication_error", "invalid_api_key"
 
 
 class ModelNotFoundError(GatewayError):

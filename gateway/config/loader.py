@@ -22,7 +22,7 @@ from gateway.config.schema import (
 from providers.credentials import parse_location
 from providers.http import CLIENT_KINDS
 
-__all__ = ["ConfigError", "load_config", "load_config_text", "model_from_dict", "parse_bind"]
+__all__ = ["ConfigError", "auth_enabled", "load_config", "load_config_text", "model_from_dict", "parse_bind"]
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -119,8 +119,21 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
-_TOP_KEYS = {"gateway", "models"}
-_GATEWAY_KEYS = {"bind_address", "workers", "debug", "shutdown_timeout_s", "max_body_bytes", "upstream_client"}
+_TOP_KEYS = {"gateway", "models", "api_keys"}
+_GATEWAY_KEYS = {
+    "bind_address",
+    "workers",
+    "debug",
+    "shutdown_timeout_s",
+    "max_body_bytes",
+    "upstream_client",
+    "authentication",
+    "redis",
+}
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_GRANT_KEYS = {"endpoint_id", "model_id", "project_id", "prompt_id", "prompt_version_id", "version"}
+_AUTH_KEYS = {"enabled", "resync_interval_s"}
+_REDIS_KEYS = {"max_connections", "timeout_s"}
 _MODEL_KEYS = {"routing", "endpoints", "fallback_models", "retry_config", "providers"}
 _RETRY_KEYS = {"num_retries", "max_delay_s"}
 _PROVIDER_KEYS = {
@@ -160,9 +173,43 @@ def load_config_text(text: str, source: str, registry: Mapping[str, Any]) -> Con
                 c.fail(f"models.{_key(name)}.fallback_models[{i}]", f'model "{other}" is not defined under models')
             elif other == name:
                 c.fail(f"models.{_key(name)}.fallback_models[{i}]", "a model cannot fall back to itself")
+    api_keys = _api_keys(c, top.get("api_keys", {}))
     if c.errors:
         raise ConfigError(source, c.errors)
-    return Config(gateway=gateway, models=MappingProxyType(models), source=source)
+    return Config(gateway=gateway, models=MappingProxyType(models), api_keys=api_keys, source=source)
+
+
+def _api_keys(c: _Checker, data: Any) -> Mapping[str, Mapping[str, Mapping[str, Any]]]:
+    keys = c.table(data, "api_keys", None)
+    out = {}
+    for key_hash, models in keys.items():
+        path = f"api_keys.{_key(key_hash)}"
+        if not _SHA256_HEX.match(key_hash):
+            c.fail(path, 'expected the lowercase sha256 hex of "bud-" + the key')
+        grants = c.table(models, path, None)
+        for model, fields in grants.items():
+            mpath = f"{path}.{_key(model)}"
+            d = c.table(fields, mpath, None if model == "__metadata__" else _GRANT_KEYS)
+            if model != "__metadata__":
+                for need in ("endpoint_id", "model_id", "project_id"):
+                    if not isinstance(d.get(need), str) or not d.get(need):
+                        c.fail(f"{mpath}.{need}", "missing (a non-empty string)")
+        out[key_hash] = MappingProxyType(dict(grants))
+    return MappingProxyType(out)
+
+
+def auth_enabled(config: Config, redis_url: str | None) -> bool:
+    """Whether requests need a key; raise ``ConfigError`` when auth is asked for with no key source."""
+    settings = config.gateway
+    sources = bool(redis_url) or bool(config.api_keys)
+    if settings.auth_enabled is None:
+        return sources
+    if settings.auth_enabled and not sources:
+        raise ConfigError(config.source, [
+            "gateway.authentication.enabled: true, but there is no key source: set TENSORZERO_REDIS_URL "
+            "or add [api_keys] (the gateway never runs open when auth is asked for)"
+        ])
+    return settings.auth_enabled
 
 
 def model_from_dict(
@@ -196,7 +243,17 @@ def _gateway(c: _Checker, data: Any) -> GatewaySettings:
     if upstream_client not in CLIENT_KINDS:
         c.fail("gateway.upstream_client", f'unknown client "{upstream_client}" (one of: {", ".join(CLIENT_KINDS)})')
         upstream_client = defaults.upstream_client
+    auth = c.table(d.get("authentication", {}), "gateway.authentication", _AUTH_KEYS)
+    redis = c.table(d.get("redis", {}), "gateway.redis", _REDIS_KEYS)
+    max_connections = c.get(redis, "max_connections", "gateway.redis", (int,), defaults.redis_max_connections)
+    if max_connections < 1:
+        c.fail("gateway.redis.max_connections", f"must be > 0, got {max_connections}")
+        max_connections = defaults.redis_max_connections
     return GatewaySettings(
+        auth_enabled=c.get(auth, "enabled", "gateway.authentication", (bool,), None),
+        resync_interval_s=float(c.positive(auth, "resync_interval_s", "gateway.authentication", defaults.resync_interval_s)),
+        redis_max_connections=max_connections,
+        redis_timeout_s=float(c.positive(redis, "timeout_s", "gateway.redis", defaults.redis_timeout_s)),
         upstream_client=upstream_client,
         host=host,
         port=port,

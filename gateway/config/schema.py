@@ -85,11 +85,20 @@ class GatewaySettings:
     max_body_bytes: int = 100 * 1024 * 1024
     #: The upstream HTTP library: "geventhttpclient" (default) or "urllib3" (see providers/http.py).
     upstream_client: str = DEFAULT_CLIENT
+    #: [gateway.authentication] enabled: None means "on when there is a key source" (Redis or [api_keys]).
+    auth_enabled: bool | None = None
+    #: [gateway.authentication] resync_interval_s: the full Redis resync behind the notifications.
+    resync_interval_s: float = 60.0
+    #: [gateway.redis]: the connection pool blocks at this size rather than failing under load.
+    redis_max_connections: int = 1024
+    redis_timeout_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
     gateway: GatewaySettings
     models: Mapping[str, ModelConfig]
+    #: [api_keys."<sha256 hex>"."<model>"]: keys for deployments without Redis, as budapp's entries.
+    api_keys: Mapping[str, Mapping[str, Mapping[str, Any]]]
     #: Where the config came from (a path, or "<default>"), for messages.
     source: str

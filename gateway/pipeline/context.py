@@ -41,6 +41,12 @@ class RequestContext:
         "route",
         "stream",
         "error_format",
+        "grants",
+        "api_key_id",
+        "user_id",
+        "project_id",
+        "endpoint_id",
+        "model_id",
     )
 
     def __init__(self) -> None:
@@ -60,6 +66,14 @@ class RequestContext:
         self.stream = None
         #: The error body shape the resource's clients expect: None (OpenAI's) or "anthropic".
         self.error_format = None
+        #: With auth: the models the client's key may use (name -> ``stores.keys.ModelGrant``).
+        self.grants = None
+        # Who is asking, for limits and analytics (set by auth and resolve).
+        self.api_key_id = None
+        self.user_id = None
+        self.project_id = None
+        self.endpoint_id = None
+        self.model_id = None
 
 
 class GatewayRequest(falcon.Request):

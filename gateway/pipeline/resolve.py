@@ -12,6 +12,7 @@ from gateway.errors import (
     InvalidJSONError,
     InvalidRequestError,
     MissingParameterError,
+    ModelNotFoundError,
     RequestTooLargeError,
     UnsupportedCapabilityError,
 )
@@ -53,7 +54,7 @@ class ResolveStage:
         if not isinstance(model, str):
             raise InvalidRequestError("'model' must be a string", param="model")
         # Resolved before the other checks, so a rejected request still counts against its model.
-        route = ctx.route = self._catalog.resolve(model)
+        route = ctx.route = self._resolve(ctx, model)
         ctx.model = model
         if capability not in route.config.endpoints:
             raise UnsupportedCapabilityError(model, capability)
@@ -62,6 +63,23 @@ class ResolveStage:
                 raise MissingParameterError(field)
         if ctx.form is None:
             ctx.body = body
+
+    def _resolve(self, ctx, model: str):
+        """The route for ``model``: by name, or, with auth, through the key's grant to its endpoint."""
+        grants = ctx.grants
+        if grants is None:
+            return self._catalog.resolve(model)
+        grant = grants.get(model)
+        if grant is None:
+            raise ModelNotFoundError(model)
+        try:
+            route = self._catalog.resolve(grant.endpoint_id)
+        except ModelNotFoundError:
+            raise ModelNotFoundError(model) from None
+        ctx.endpoint_id = grant.endpoint_id
+        ctx.model_id = grant.model_id
+        ctx.project_id = grant.project_id
+        return route
 
     def _check_length(self, req: falcon.Request) -> None:
         length = req.content_length

@@ -9,17 +9,26 @@ import falcon
 from gateway import __version__
 from gateway.observe.metrics import CONTENT_TYPE_LATEST, Metrics
 from gateway.resources.respond import dump_json
+from gateway.stores.sync import RedisSync
 
 __all__ = ["Health", "MetricsResource", "Status"]
 
 
 class Health:
+    """``{"gateway": "ok"}``, and ``"redis": "ok" | "error"`` when the gateway syncs from Redis."""
+
     auth = False
     _BODY = dump_json({"gateway": "ok"})
 
+    def __init__(self, sync: RedisSync | None = None) -> None:
+        self._sync = sync
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = falcon.MEDIA_JSON
-        resp.data = self._BODY
+        if self._sync is None:
+            resp.data = self._BODY
+        else:
+            resp.data = dump_json({"gateway": "ok", "redis": "ok" if self._sync.status == "ok" else "error"})
 
 
 class Status:

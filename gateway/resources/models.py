@@ -37,11 +37,26 @@ class Models:
             self._cache = (routes, entries)
         return self._cache[1]
 
+    def _visible(self, req: falcon.Request) -> dict[str, dict]:
+        """The models the client may use: all, or with auth its key's (prompts are not models)."""
+        models = self._models()
+        grants = req.context.grants
+        if grants is None:
+            return models
+        visible = {}
+        for name, grant in grants.items():
+            if name.startswith("prompt:"):
+                continue
+            entry = models.get(grant.endpoint_id)
+            if entry is not None:
+                visible[name] = {**entry, "id": name}
+        return visible
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        json_response(resp, {"object": "list", "data": list(self._models().values())})
+        json_response(resp, {"object": "list", "data": list(self._visible(req).values())})
 
     def on_get_one(self, req: falcon.Request, resp: falcon.Response, model_id: str) -> None:
-        model = self._models().get(model_id)
+        model = self._visible(req).get(model_id)
         if model is None:
             raise ModelNotFoundError(model_id)
         json_response(resp, model)

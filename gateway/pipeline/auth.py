@@ -1,0 +1,44 @@
+"""Stage 3: the client's API key, checked against the in-memory key table (never a Redis round trip).
+
+Resources that set ``auth = False`` (health, status, metrics) are open. The key's models are left on
+the context for the resolve stage, which maps the requested name through them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon
+
+from gateway.errors import AuthenticationError, ServiceUnavailableError
+from gateway.stores.keys import KeyTable
+
+__all__ = ["AuthStage"]
+
+_BEARER = "bearer "
+
+
+class AuthStage:
+    def __init__(self, keys: KeyTable) -> None:
+        self._keys = keys
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
+        if not getattr(resource, "auth", True) or resource is None:
+            return
+        header = req.get_header("Authorization")
+        if not header:
+            raise AuthenticationError("Missing authorization header")
+        token = header[len(_BEARER):] if header[: len(_BEARER)].lower() == _BEARER else header
+        token = token.strip()
+        found = self._keys.lookup(token) if token else None
+        if found is None:
+            if not self._keys.loaded:
+                # Fail closed, but say why: the table has never been loaded (Redis down since start).
+                raise ServiceUnavailableError("Authentication is not available yet: the key table is not loaded")
+            raise AuthenticationError("Invalid API key")
+        key, grants = found
+        ctx = req.context
+        ctx.grants = grants
+        ctx.api_key_id = key.api_key_id
+        ctx.user_id = key.user_id
+        ctx.project_id = key.project_id

@@ -1,0 +1,229 @@
+"""Keeping the key table, the run-time models and the credential store in step with Redis.
+
+At start: SCAN ``api_key:*``, ``model_table:*`` and ``published_model_info``. Then keyspace
+notifications (``__keyevent@{db}__:set``, ``:del``, ``:expired``) apply each change within a second,
+and a full resync every ``resync_interval_s`` catches anything a notification missed. While Redis
+is unreachable the last loaded state keeps serving; reconnects back off from 1 s to 60 s and end
+in a full resync. Runs in a background greenlet of each worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+
+import gevent
+import redis
+
+from gateway.catalog import Catalog
+from gateway.config.schema import ModelConfig
+from gateway.stores.crypto import CredentialDecryptor
+from gateway.stores.keys import ApiKey, KeyTable
+from gateway.stores.models import parse_model_entry, store_name
+from providers.base import Provider
+from providers.credentials import Secret
+
+__all__ = ["RedisSync", "connect"]
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "api_key:"
+MODEL_PREFIX = "model_table:"
+PUBLISHED = "published_model_info"
+_SCAN_BATCH = 500
+#: A set event can arrive a moment before the value is readable through another connection.
+_REREAD_TRIES, _REREAD_PAUSE_S = 3, 0.05
+_BACKOFF_MIN_S, _BACKOFF_MAX_S = 1.0, 60.0
+#: How long one wait for a notification lasts (bounds how late a resync can start).
+_POLL_S = 1.0
+
+
+def connect(url: str, max_connections: int, timeout_s: float) -> redis.Redis:
+    """A client whose pool blocks (up to ``timeout_s``) instead of failing when all connections are busy."""
+    pool = redis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=timeout_s, socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s, health_check_interval=30,
+    )
+    return redis.Redis(connection_pool=pool)
+
+
+class RedisSync:
+    """The background greenlet that mirrors Redis into the key table, catalog and credential store."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: KeyTable,
+        catalog: Catalog,
+        store: MutableMapping[str, Secret],
+        registry: Mapping[str, type[Provider]],
+        decryptor: CredentialDecryptor,
+        resync_interval_s: float,
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self._catalog = catalog
+        self._store = store
+        self._registry = registry
+        self._decryptor = decryptor
+        self._resync_s = resync_interval_s
+        self._db = client.connection_pool.connection_kwargs.get("db", 0)
+        self._greenlet: gevent.Greenlet | None = None
+        #: "starting", "ok" or "error": what /health reports.
+        self.status = "starting"
+
+    def start(self) -> None:
+        self._greenlet = gevent.spawn(self._run)
+
+    def stop(self) -> None:
+        if self._greenlet is not None:
+            self._greenlet.kill(block=False)
+
+    def _run(self) -> None:
+        delay = _BACKOFF_MIN_S
+        while True:
+            try:
+                self._serve_forever()
+            except (redis.RedisError, OSError) as e:
+                self.status = "error"
+                log.warning("redis unreachable (%s); serving the last loaded state, retrying in %.0f s",
+                            type(e).__name__, delay)
+                gevent.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX_S)
+            else:
+                delay = _BACKOFF_MIN_S
+
+    def _serve_forever(self) -> None:
+        client = self._client
+        self._check_notifications(client)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            # Subscribed before the load, so no change between the two is missed.
+            pubsub.psubscribe(*(f"__keyevent@{self._db}__:{event}" for event in ("set", "del", "expired")))
+            self.load_all()
+            self.status = "ok"
+            next_resync = time.monotonic() + self._resync_s
+            while True:
+                message = pubsub.get_message(timeout=_POLL_S)
+                if message is not None and message.get("type") == "pmessage":
+                    self._on_event(message["channel"], message["data"])
+                if time.monotonic() >= next_resync:
+                    self.load_all()
+                    next_resync = time.monotonic() + self._resync_s
+        finally:
+            pubsub.close()
+
+    def _check_notifications(self, client: redis.Redis) -> None:
+        try:
+            flags = client.config_get("notify-keyspace-events").get("notify-keyspace-events", "")
+        except redis.ResponseError:  # CONFIG may be disabled on managed Redis
+            return
+        if "E" not in flags or not ({"A", "g"} & set(flags) and {"A", "$"} & set(flags) and {"A", "x"} & set(flags)):
+            log.warning(
+                "redis notify-keyspace-events is %r: changes are seen only at each full resync; "
+                "set it to at least 'Eg$x' (e.g. KEA)", flags
+            )
+
+    def _scan(self, pattern: str) -> Iterator[list[bytes]]:
+        batch: list[bytes] = []
+        for key in self._client.scan_iter(match=pattern, count=_SCAN_BATCH):
+            batch.append(key)
+            if len(batch) >= _SCAN_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def load_all(self) -> None:
+        """A full load: every key, every model, the published models; then swap them in."""
+        started = time.monotonic()
+        keys: dict[str, ApiKey] = {}
+        for batch in self._scan(KEY_PREFIX + "*"):
+            pipe = self._client.pipeline(transaction=False)
+            for key in batch:
+                pipe.get(key)
+                pipe.ttl(key)
+            values = pipe.execute()
+            for key, raw, ttl in zip(batch, values[::2], values[1::2], strict=True):
+                if raw is not None:
+                    key_hash = key.decode()[len(KEY_PREFIX):]
+                    keys[key_hash] = KeyTable.entry(key_hash, raw, ttl)
+        models: dict[str, ModelConfig] = {}
+        unavailable: dict[str, str] = {}
+        secrets: dict[str, Secret] = {}
+        for batch in self._scan(MODEL_PREFIX + "*"):
+            for key, raw in zip(batch, self._client.mget(batch), strict=True):
+                if raw is not None:
+                    self._collect_model(key.decode()[len(MODEL_PREFIX):], raw, models, unavailable, secrets)
+        published = self._client.get(PUBLISHED)
+        # Swap: credentials first, so no model is served before its credential is there.
+        for name in [n for n in self._store if n not in secrets]:
+            del self._store[name]
+        self._store.update(secrets)
+        self._catalog.replace_dynamic(models, unavailable)
+        self._keys.replace_all(keys)
+        self._keys.set_published(published)
+        self._keys.loaded = True
+        log.info("loaded %d keys and %d models from redis in %.0f ms", len(keys), len(models),
+                 (time.monotonic() - started) * 1000)
+
+    def _collect_model(self, endpoint_id: str, raw: bytes, models: dict, unavailable: dict, secrets: dict) -> None:
+        entry = parse_model_entry(endpoint_id, raw, self._registry, self._decryptor)
+        if entry is None:
+            return
+        if entry.model is None:
+            unavailable[endpoint_id] = entry.unavailable
+            return
+        models[endpoint_id] = entry.model
+        if entry.secret is not None:
+            secrets[store_name(endpoint_id)] = entry.secret
+
+    def _on_event(self, channel: bytes, key: bytes) -> None:
+        event = channel.rsplit(b":", 1)[-1]
+        name = key.decode(errors="replace")
+        handler: Callable[[str, bool], None] | None = None
+        if name.startswith(KEY_PREFIX):
+            handler = self._key_changed
+        elif name.startswith(MODEL_PREFIX):
+            handler = self._model_changed
+        elif name == PUBLISHED:
+            handler = self._published_changed
+        if handler is not None:
+            handler(name, event == b"set")
+
+    def _reread(self, name: str) -> bytes | None:
+        for _ in range(_REREAD_TRIES):
+            raw = self._client.get(name)
+            if raw is not None:
+                return raw
+            gevent.sleep(_REREAD_PAUSE_S)
+        return None
+
+    def _key_changed(self, name: str, was_set: bool) -> None:
+        key_hash = name[len(KEY_PREFIX):]
+        raw = self._reread(name) if was_set else None
+        if raw is None:
+            self._keys.remove(key_hash)
+            return
+        self._keys.put(key_hash, raw, self._client.ttl(name))
+
+    def _model_changed(self, name: str, was_set: bool) -> None:
+        endpoint_id = name[len(MODEL_PREFIX):]
+        raw = self._reread(name) if was_set else None
+        entry = parse_model_entry(endpoint_id, raw, self._registry, self._decryptor) if raw is not None else None
+        if entry is None:
+            self._store.pop(store_name(endpoint_id), None)
+            self._catalog.remove(endpoint_id)
+        elif entry.model is None:
+            self._store.pop(store_name(endpoint_id), None)
+            self._catalog.mark_unavailable(endpoint_id, entry.unavailable)
+        else:
+            if entry.secret is not None:
+                self._store[store_name(endpoint_id)] = entry.secret
+            else:
+                self._store.pop(store_name(endpoint_id), None)
+            self._catalog.upsert(entry.model)
+
+    def _published_changed(self, name: str, was_set: bool) -> None:
+        self._keys.set_published(self._reread(name) if was_set else None)
