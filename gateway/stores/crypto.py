@@ -38,6 +38,12 @@ class CredentialDecryptor:
         self._key = key
         self._oaep = PKCS1_OAEP.new(key, hashAlgo=SHA256) if key is not None else None
         self._v15 = PKCS1_v1_5.new(key) if key is not None else None
+        # PERF: a 4096-bit private-key operation costs milliseconds; a full resync sees mostly the same
+        # ciphertexts, so each is decrypted once. ``retain`` drops those no longer written anywhere.
+        self._cache: dict[str, str] = {}
+
+    def retain(self, ciphertexts: set[str]) -> None:
+        self._cache = {c: p for c, p in self._cache.items() if c in ciphertexts}
 
     @property
     def enabled(self) -> bool:
@@ -47,6 +53,14 @@ class CredentialDecryptor:
         """The plaintext of ``value`` (hex when all hex digits, else standard base64)."""
         if self._key is None:
             return value
+        cached = self._cache.get(value)
+        if cached is not None:
+            return cached
+        plaintext = self._decrypt(value)
+        self._cache[value] = plaintext
+        return plaintext
+
+    def _decrypt(self, value: str) -> str:
         text = value.strip()
         try:
             ciphertext = bytes.fromhex(text) if text and set(text) <= _HEX else base64.b64decode(text, validate=True)

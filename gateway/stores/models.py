@@ -35,14 +35,16 @@ def store_name(endpoint_id: str) -> str:
 class ModelEntry:
     """What one model table entry yields: a model, or the reason it cannot serve; and its credential."""
 
-    __slots__ = ("endpoint_id", "model", "unavailable", "secret")
+    __slots__ = ("endpoint_id", "model", "unavailable", "secret", "ciphertext")
 
     def __init__(self, endpoint_id: str, model: ModelConfig | None, unavailable: str | None,
-                 secret: Secret | None) -> None:
+                 secret: Secret | None, ciphertext: str | None = None) -> None:
         self.endpoint_id = endpoint_id
         self.model = model
         self.unavailable = unavailable
         self.secret = secret
+        #: The encrypted credential as written (the decryptor caches its plaintext by it).
+        self.ciphertext = ciphertext
 
 
 def parse_model_entry(
@@ -70,9 +72,10 @@ def parse_model_entry(
         except DecryptionError as e:
             log.warning("%s: %s; the model is unavailable", where, e)
             return ModelEntry(endpoint_id, None, "its provider credential could not be decrypted", None)
+    ciphertext = str(encrypted) if encrypted else None
     try:
         model = model_from_dict(endpoint_id, entry, registry, where, ignore=_IGNORED)
     except ConfigError as e:
         log.warning("invalid model: %s", e)
-        return ModelEntry(endpoint_id, None, "its configuration is invalid", None)
-    return ModelEntry(endpoint_id, model, None, secret)
+        return ModelEntry(endpoint_id, None, "its configuration is invalid", None, ciphertext)
+    return ModelEntry(endpoint_id, model, None, secret, ciphertext)

@@ -70,6 +70,7 @@ class RedisSync:
         self._resync_s = resync_interval_s
         self._db = client.connection_pool.connection_kwargs.get("db", 0)
         self._greenlet: gevent.Greenlet | None = None
+        self._seen_ciphertexts: set[str] = set()
         #: "starting", "ok" or "error": what /health reports.
         self.status = "starting"
 
@@ -156,6 +157,10 @@ class RedisSync:
             for key, raw in zip(batch, self._client.mget(batch), strict=True):
                 if raw is not None:
                     self._collect_model(key.decode()[len(MODEL_PREFIX):], raw, models, unavailable, secrets)
+                    # NOTE: decryption is CPU work; let requests run between models.
+                    gevent.sleep(0)
+        self._decryptor.retain(set(self._seen_ciphertexts))
+        self._seen_ciphertexts.clear()
         published = self._client.get(PUBLISHED)
         # Swap: credentials first, so no model is served before its credential is there.
         for name in [n for n in self._store if n not in secrets]:
@@ -170,6 +175,8 @@ class RedisSync:
 
     def _collect_model(self, endpoint_id: str, raw: bytes, models: dict, unavailable: dict, secrets: dict) -> None:
         entry = parse_model_entry(endpoint_id, raw, self._registry, self._decryptor)
+        if entry is not None and entry.ciphertext:
+            self._seen_ciphertexts.add(entry.ciphertext)
         if entry is None:
             return
         if entry.model is None:
