@@ -65,7 +65,7 @@ def create_app(
     router = Router(catalog, http)
     keys = KeyTable()
     for key_hash, grants in config.api_keys.items():
-        keys.put(key_hash, ujson.dumps(grants))
+        keys.put(key_hash, ujson.dumps(dict(grants)))
     keys.loaded = not redis_url
     sync = None
     if redis_url:

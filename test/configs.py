@@ -51,3 +51,26 @@ def model_toml(name: str, providers: dict[str, dict[str, object]], *,
     header = f"models.{json.dumps(name)}"
     text = _table(header, {k: v for k, v in settings.items() if v is not None})
     return text + "".join(_table(f"{header}.providers.{_key(p)}", table) for p, table in providers.items())
+
+
+def azure_provider(deployment_id: str, api_base: str, *, model_name: str = "ok",
+                   api_key_location: str | None = None, **options: object) -> dict[str, object]:
+    """An ``azure`` provider table: ``api_base`` is the resource's endpoint, ``options`` may set api_version.
+
+    ``model_name`` goes in the body's ``model`` field (it picks the test upstream's behaviour); Azure
+    routes by ``deployment_id``. By default the key comes from the type's ``env::AZURE_OPENAI_API_KEY``.
+    """
+    table: dict[str, object] = {"type": "azure", "model_name": model_name, "api_base": api_base,
+                                "deployment_id": deployment_id}
+    if api_key_location is not None:
+        table["api_key_location"] = api_key_location
+    return {**table, **options}
+
+
+def anthropic_provider(model_name: str, api_base: str, *, api_key_location: str | None = None,
+                       **options: object) -> dict[str, object]:
+    """An ``anthropic`` provider table; by default the key is read from ``env::ANTHROPIC_API_KEY``."""
+    table: dict[str, object] = {"type": "anthropic", "model_name": model_name, "api_base": api_base}
+    if api_key_location is not None:
+        table["api_key_location"] = api_key_location
+    return {**table, **options}

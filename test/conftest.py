@@ -18,6 +18,8 @@ import pytest
 from configs import toml_value
 from prometheus_client.parser import text_string_to_metric_families
 from upstream import Upstream, free_port
+from upstream_anthropic import AnthropicUpstream
+from upstream_azure import AzureUpstream
 
 from providers.http import CLIENT_KINDS
 
@@ -214,6 +216,30 @@ def _fresh_upstream_records(request: pytest.FixtureRequest) -> None:
     """Each test that uses the upstream sees only its own requests."""
     if "upstream" in request.fixturenames:
         request.getfixturevalue("upstream").clear()
+
+
+@pytest.fixture(scope="session")
+def azure_upstream() -> Iterator[AzureUpstream]:
+    """An Azure OpenAI resource on loopback: deployment paths, ``api-version`` and ``api-key`` checked."""
+    server = AzureUpstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def anthropic_upstream() -> Iterator[AnthropicUpstream]:
+    """Anthropic's Messages API on loopback: ``x-api-key`` and ``anthropic-version`` checked."""
+    server = AnthropicUpstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_provider_upstream_records(request: pytest.FixtureRequest) -> None:
+    """As ``_fresh_upstream_records``, for the Azure and Anthropic upstreams."""
+    for name in ("azure_upstream", "anthropic_upstream"):
+        if name in request.fixturenames:
+            request.getfixturevalue(name).clear()
 
 
 @pytest.hookimpl(wrapper=True)

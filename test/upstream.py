@@ -20,9 +20,9 @@ On ``/chat/completions`` (``_chat``):
     ``stream_options.include_usage`` is true, then ``data: [DONE]``. Streams use chunked encoding and keep
     the connection alive, as api.openai.com does.
 ``tool-call``
-    Calls the first tool of the request with ``TOOL_ARGUMENTS`` (``finish_reason: "tool_calls"``; streamed,
-    the arguments come in several deltas); once the last message is a ``tool`` message, answers
-    ``the tool said: <its content>`` instead.
+    Calls each tool of the request once, the k-th with ``tool_arguments(k)`` (``finish_reason:
+    "tool_calls"``; streamed, the arguments come in several deltas); once the last message is a ``tool``
+    message, answers ``the tool said: <its content>`` instead.
 ``slow-MS``
     Waits MS milliseconds, then answers as ``ok`` (streams: waits before the response head).
 ``stream-delay-MS-N``
@@ -86,6 +86,7 @@ __all__ = [
     "responses_events",
     "responses_object",
     "speech_bytes",
+    "tool_arguments",
 ]
 
 CONTENT = "upstream says hi"
@@ -204,6 +205,11 @@ def embedding_vector(index: int, dimensions: int = EMBEDDING_DIMENSIONS) -> list
     return [(-1.0) ** k * (index + 1 + k * 0.25) for k in range(dimensions)]
 
 
+def tool_arguments(k: int) -> dict:
+    """What tool-calling models pass to the k-th tool of a request: ``TOOL_ARGUMENTS`` to the first."""
+    return dict(TOOL_ARGUMENTS) if k == 0 else {**TOOL_ARGUMENTS, "call": k}
+
+
 def speech_bytes(text: str, response_format: str = "mp3") -> bytes:
     """The audio ``/audio/speech`` answers for ``text``: 6 KiB of bytes derived from it, behind an ID3 tag."""
     digest = hashlib.sha256(text.encode()).digest()
@@ -229,17 +235,18 @@ def parse_form(content_type: str, raw: bytes) -> Form | None:
             name, _, value = line.decode("utf-8", "replace").partition(":")
             if name.strip():
                 headers[name.strip().lower()] = value.strip()
-        params = {k: re.sub(r"\\(.)", r"\1", v) for k, v in _PARAM.findall(headers.get("content-disposition", ""))}
+        disposition = headers.get("content-disposition", "")
+        params = {k: re.sub(r"\\(.)", r"\1", v) for k, v in _PARAM.findall(disposition)}
         if "filename" in params:
-            form.files.append(FilePart(params.get("name", ""), params["filename"], headers.get("content-type"),
-                                       data))
+            name, filename = params.get("name", ""), params["filename"]
+            form.files.append(FilePart(name, filename, headers.get("content-type"), data))
         else:
             form.fields.append((params.get("name", ""), data.decode("utf-8")))
     return form
 
 
 class Upstream:
-    """A scripted upstream served from daemon threads of the test process; ``handler`` speaks its wire format."""
+    """A scripted upstream served from daemon threads of the test process; ``handler`` speaks its wire."""
 
     def __init__(self, handler: type[Handler] | None = None) -> None:
         self._lock = threading.Lock()
@@ -386,7 +393,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_chunk(head + b"data: " + data + b"\n\n")
 
     def wait(self, seconds: float, until: threading.Event | None = None) -> None:
-        """Sleep ``seconds`` (or until ``until`` is set), raising ``_ClientGone`` as soon as the client leaves."""
+        """Sleep ``seconds`` or until ``until`` is set; raise ``_ClientGone`` as soon as the client leaves."""
         deadline = time.monotonic() + seconds
         sock = self.connection
         while (left := deadline - time.monotonic()) > 0:
@@ -424,7 +431,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class OpenAIHandler(Handler):
-    """OpenAI's endpoints, found by the path's last segments (any prefix, as the gateway's api_base has one)."""
+    """OpenAI's endpoints, found by the path's last segments (any prefix: the api_base may have one)."""
 
     #: OpenAI path -> (method name, whether the body is a multipart form); longest paths first.
     ROUTES = {
@@ -541,19 +548,25 @@ class OpenAIHandler(Handler):
             self.send_event(_chunk(model, {"role": "assistant", "content": text}))
             self._finish_stream(model, include_usage)
             return
-        name = body["tools"][0]["function"]["name"]
-        arguments = json.dumps(TOOL_ARGUMENTS)
-        call = {"id": "call_upstream_1", "type": "function", "function": {"name": name, "arguments": arguments}}
+        calls = []
+        for k, tool in enumerate(body["tools"]):
+            function = {"name": tool["function"]["name"], "arguments": json.dumps(tool_arguments(k))}
+            calls.append({"id": f"call_upstream_{k + 1}", "type": "function", "function": function})
         if not stream:
-            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            message = {"role": "assistant", "content": None, "tool_calls": calls}
             self.send_json(200, _completion(model, message=message, finish_reason="tool_calls"))
             return
         self.start_chunked()
-        opening = {"index": 0, "id": call["id"], "type": "function", "function": {"name": name, "arguments": ""}}
-        self.send_event(_chunk(model, {"role": "assistant", "content": None, "tool_calls": [opening]}))
-        third = len(arguments) // 3
-        for piece in (arguments[:third], arguments[third:2 * third], arguments[2 * third:]):
-            self.send_event(_chunk(model, {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+        for k, call in enumerate(calls):
+            # One call after another, as OpenAI streams them: the opening delta, then the arguments in pieces.
+            opening = {"index": k, **call, "function": {**call["function"], "arguments": ""}}
+            delta = {"role": "assistant", "content": None} if k == 0 else {}
+            self.send_event(_chunk(model, {**delta, "tool_calls": [opening]}))
+            arguments = call["function"]["arguments"]
+            third = len(arguments) // 3
+            for piece in (arguments[:third], arguments[third:2 * third], arguments[2 * third:]):
+                more = {"index": k, "function": {"arguments": piece}}
+                self.send_event(_chunk(model, {"tool_calls": [more]}))
         self.send_event(_chunk(model, {}, finish_reason="tool_calls"))
         if include_usage:
             self.send_event(_usage_chunk(model))
@@ -570,7 +583,8 @@ class OpenAIHandler(Handler):
             return
         self.start_chunked()
         for i, word in enumerate(CONTENT.split(" ")):
-            choice = {"text": word if i == 0 else " " + word, "index": 0, "logprobs": None, "finish_reason": None}
+            text = word if i == 0 else " " + word
+            choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": None}
             self.send_event(json.dumps(_text_object(model, [choice])).encode())
         done = {"text": "", "index": 0, "logprobs": None, "finish_reason": "stop"}
         self.send_event(json.dumps(_text_object(model, [done])).encode())
@@ -591,12 +605,11 @@ class OpenAIHandler(Handler):
         dimensions = body.get("dimensions") or EMBEDDING_DIMENSIONS
         data = []
         for i in range(count):
-            vector = embedding_vector(i, dimensions)
+            vector: list[float] | str = embedding_vector(i, dimensions)
             if body.get("encoding_format") == "base64":
-                packed = struct.pack(f"<{dimensions}f", *vector)  # little-endian float32, as OpenAI packs them
-                data.append({"object": "embedding", "index": i, "embedding": base64.b64encode(packed).decode()})
-            else:
-                data.append({"object": "embedding", "index": i, "embedding": vector})
+                # Little-endian float32, as OpenAI packs them.
+                vector = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": vector})
         usage = {"prompt_tokens": 2 * count, "total_tokens": 2 * count}
         self.send_json(200, {"object": "list", "data": data, "model": body["model"], "usage": usage})
 
@@ -632,11 +645,12 @@ class OpenAIHandler(Handler):
             with wave.open(io.BytesIO(files[0].data)) as w:
                 duration = w.getnframes() / w.getframerate()
         except (wave.Error, EOFError):
-            self.send_json(400, _error(400, "Invalid file format: upstream expected a WAV file", param="file"))
+            self.send_json(400, _error(400, "Invalid file format: upstream wants a WAV file", param="file"))
             return
         fmt = form.get("response_format") or "json"
         if fmt == "json":
-            self.send_json(200, {"text": text, "usage": {"type": "duration", "seconds": max(1, round(duration))}})
+            usage = {"type": "duration", "seconds": max(1, round(duration))}
+            self.send_json(200, {"text": text, "usage": usage})
         elif fmt == "verbose_json":
             segment = {"id": 0, "seek": 0, "start": 0.0, "end": duration, "text": text, "tokens": [1, 2, 3],
                        "temperature": float(form.get("temperature") or 0), "avg_logprob": -0.2,
@@ -672,7 +686,8 @@ class OpenAIHandler(Handler):
     def _image_generation(self, body: dict) -> None:
         n = body.get("n") or 1
         if body.get("response_format") == "b64_json":
-            data = [{"b64_json": base64.b64encode(png_bytes()).decode(), "revised_prompt": body.get("prompt")}] * n
+            image = base64.b64encode(png_bytes()).decode()
+            data = [{"b64_json": image, "revised_prompt": body.get("prompt")}] * n
         else:
             data = [{"url": f"https://images.upstream.test/{i}.png", "revised_prompt": body.get("prompt")}
                     for i in range(n)]
@@ -801,8 +816,10 @@ def _subtitles(fmt: str, text: str, duration: float) -> str:
 
 
 def _message_item(status: str, text: str | None) -> dict:
-    content = [] if text is None else [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
-    return {"id": "msg_upstream_1", "type": "message", "status": status, "role": "assistant", "content": content}
+    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+    content = [] if text is None else [part]
+    return {"id": "msg_upstream_1", "type": "message", "status": status, "role": "assistant",
+            "content": content}
 
 
 def responses_object(model: str, status: str, text: str | None) -> dict:
@@ -814,7 +831,8 @@ def responses_object(model: str, status: str, text: str | None) -> dict:
         "id": "resp_upstream_1", "object": "response", "created_at": int(time.time()), "status": status,
         "error": None, "incomplete_details": None, "instructions": None, "max_output_tokens": None,
         "model": model, "output": [_message_item("completed", text)] if done else [],
-        "parallel_tool_calls": True, "previous_response_id": None, "reasoning": {"effort": None, "summary": None},
+        "parallel_tool_calls": True, "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None},
         "store": True, "temperature": 1.0, "text": {"format": {"type": "text"}}, "tool_choice": "auto",
         "tools": [], "top_p": 1.0, "truncation": "disabled", "usage": usage if done else None, "user": None,
         "metadata": {},

@@ -1,5 +1,7 @@
 """Stage 3: the client's API key, checked against the in-memory key table (never a Redis round trip).
 
+The key comes as ``Authorization: Bearer <key>`` (the prefix optional), or as ``x-api-key``.
+
 Resources that set ``auth = False`` (health, status, metrics) are open. The key's models are left on
 the context for the resolve stage, which maps the requested name through them.
 """
@@ -27,7 +29,10 @@ class AuthStage:
             return
         header = req.get_header("Authorization")
         if not header:
-            raise AuthenticationError("Missing authorization header")
+            # Anthropic's SDK (for /v1/messages) sends its key as x-api-key.
+            header = req.get_header("x-api-key")
+            if not header:
+                raise AuthenticationError("Missing authorization header")
         token = header[len(_BEARER):] if header[: len(_BEARER)].lower() == _BEARER else header
         token = token.strip()
         found = self._keys.lookup(token) if token else None

@@ -6,6 +6,7 @@ from typing import Any
 
 import falcon
 import ujson
+from falcon.media import MultipartFormHandler
 
 from gateway.catalog import Catalog
 from gateway.errors import (
@@ -24,6 +25,24 @@ __all__ = ["ResolveStage"]
 _READ_CHUNK = 64 * 1024
 
 
+class _Budget:
+    """The request body read within ``limit`` bytes; crossing it is a 413 at once, the rest unread."""
+
+    __slots__ = ("_read", "_left", "_limit")
+
+    def __init__(self, stream: Any, limit: int) -> None:
+        self._read = stream.read
+        self._left = self._limit = limit
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = self._left + 1 if size is None or size < 0 or size > self._left + 1 else size
+        data = self._read(want)
+        self._left -= len(data)
+        if self._left < 0:
+            raise RequestTooLargeError(f"Request body is over the limit of {self._limit} bytes")
+        return data
+
+
 class ResolveStage:
     """Runs for resources that declare a ``capability``; others (health, models) are left alone.
 
@@ -35,6 +54,7 @@ class ResolveStage:
     def __init__(self, catalog: Catalog, max_body_bytes: int) -> None:
         self._catalog = catalog
         self._max = max_body_bytes
+        self._multipart = MultipartFormHandler()
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
         capability = getattr(resource, "capability", None)
@@ -97,8 +117,12 @@ class ResolveStage:
         limit = self._max if max_file_bytes is None else min(max_file_bytes, self._max)
         fields: list[tuple[str, str]] = []
         files: list[FilePart] = []
+        # NOTE: read from the server's input (which undoes chunked transfer coding) through our own
+        # budget: Falcon's bounded stream reads nothing when there is no Content-Length.
+        body = _Budget(req.stream, self._max)
         try:
-            for part in req.get_media():
+            form = self._multipart.deserialize(body, req.content_type, req.content_length or self._max + 1)
+            for part in form:
                 name = part.name or ""
                 if part.filename is None:
                     fields.append((name, part.get_text() or ""))
@@ -116,11 +140,10 @@ class ResolveStage:
 
     def _read_json(self, req: falcon.Request) -> dict:
         self._check_length(req)
-        length = req.content_length
-        limit = self._max
-        raw = req.bounded_stream.read(limit + 1) if length is None else req.bounded_stream.read()
-        if len(raw) > limit:
-            raise RequestTooLargeError(f"Request body is over the limit of {limit} bytes")
+        if req.content_length is None:
+            raw = _Budget(req.stream, self._max).read()  # chunked transfer coding
+        else:
+            raw = req.bounded_stream.read()
         if not raw:
             raise InvalidJSONError("Request body is empty; expected a JSON object")
         try:

@@ -70,7 +70,10 @@ class CredentialDecryptor:
             plaintext = self._oaep.decrypt(ciphertext)
         except ValueError:
             sentinel = object()
-            plaintext = self._v15.decrypt(ciphertext, sentinel)
+            try:
+                plaintext = self._v15.decrypt(ciphertext, sentinel)
+            except ValueError:  # e.g. a ciphertext longer than the key
+                plaintext = sentinel
             if plaintext is sentinel:
                 raise DecryptionError("the credential does not decrypt with the configured key") from None
         try:

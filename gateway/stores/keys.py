@@ -60,16 +60,17 @@ class ApiKey:
         self.expires_at = expires_at
 
 
-def parse_grants(raw: bytes | str, where: str) -> tuple[dict[str, ModelGrant], dict[str, Any]]:
-    """The model grants and ``__metadata__`` of one entry; grants that do not parse are skipped with a warning."""
+def parse_grants(raw: bytes | str, where: str) -> tuple[dict[str, ModelGrant], dict[str, Any]] | None:
+    """The model grants and ``__metadata__`` of one entry, None when it is not a JSON object at all;
+    grants that do not parse are skipped, each with a warning."""
     try:
         data = ujson.loads(raw)
     except ValueError:
         log.warning("%s: not JSON; skipped", where)
-        return {}, {}
+        return None
     if not isinstance(data, dict):
         log.warning("%s: not a JSON object; skipped", where)
-        return {}, {}
+        return None
     metadata = data.get(_METADATA)
     grants = {}
     for name, fields in data.items():
@@ -95,14 +96,22 @@ class KeyTable:
         return len(self._keys)
 
     @staticmethod
-    def entry(key_hash: str, raw: bytes | str, ttl_s: float | None = None) -> ApiKey:
-        """An ``ApiKey`` from what budapp wrote; ``ttl_s`` is the Redis TTL (None or negative: none)."""
-        grants, metadata = parse_grants(raw, f"api_key:{key_hash[:8]}…")
+    def entry(key_hash: str, raw: bytes | str, ttl_s: float | None = None) -> ApiKey | None:
+        """An ``ApiKey`` from what budapp wrote (None when it does not parse); ``ttl_s`` is the Redis
+        TTL (None or negative: no expiry)."""
+        parsed = parse_grants(raw, f"api_key:{key_hash[:8]}…")
+        if parsed is None:
+            return None
         expires = None if ttl_s is None or ttl_s < 0 else time.monotonic() + ttl_s
-        return ApiKey(MappingProxyType(grants), metadata, expires)
+        return ApiKey(MappingProxyType(parsed[0]), parsed[1], expires)
 
     def put(self, key_hash: str, raw: bytes | str, ttl_s: float | None = None) -> None:
-        self._keys[key_hash] = self.entry(key_hash, raw, ttl_s)
+        """Add or replace a key; one whose value does not parse is dropped (refused, not kept stale)."""
+        entry = self.entry(key_hash, raw, ttl_s)
+        if entry is None:
+            self._keys.pop(key_hash, None)
+        else:
+            self._keys[key_hash] = entry
 
     def remove(self, key_hash: str) -> None:
         self._keys.pop(key_hash, None)
@@ -111,8 +120,8 @@ class KeyTable:
         self._keys = keys
 
     def set_published(self, raw: bytes | str | None) -> None:
-        grants = parse_grants(raw, "published_model_info")[0] if raw else {}
-        self._published = MappingProxyType(grants)
+        parsed = parse_grants(raw, "published_model_info") if raw else None
+        self._published = MappingProxyType(parsed[0] if parsed else {})
 
     def lookup(self, key: str) -> tuple[ApiKey, Mapping[str, ModelGrant]] | None:
         """The key and every model it may use, or None for an unknown or expired key."""

@@ -149,7 +149,9 @@ class RedisSync:
             for key, raw, ttl in zip(batch, values[::2], values[1::2], strict=True):
                 if raw is not None:
                     key_hash = key.decode()[len(KEY_PREFIX):]
-                    keys[key_hash] = KeyTable.entry(key_hash, raw, ttl)
+                    entry = KeyTable.entry(key_hash, raw, ttl)
+                    if entry is not None:
+                        keys[key_hash] = entry
         models: dict[str, ModelConfig] = {}
         unavailable: dict[str, str] = {}
         secrets: dict[str, Secret] = {}
