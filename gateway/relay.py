@@ -182,11 +182,12 @@ class ChunkTranslator(Protocol):
 
 
 class EventStream(StreamBody):
-    """Chunk payloads turned into another API's events by a translator; ``error`` frames a failure."""
+    """Chunk payloads turned into another API's events by a translator; ``error(message, status)``
+    frames a failure (the status of the provider's error when it had one, else 500)."""
 
     __slots__ = ("_translator", "_error")
 
-    def __init__(self, first, rest, translator: ChunkTranslator, error: Callable[[str], bytes],
+    def __init__(self, first, rest, translator: ChunkTranslator, error: Callable[[str, int], bytes],
                  deadline, client_socket, label) -> None:
         super().__init__(first, rest, deadline, client_socket, label)
         self._translator = translator
@@ -201,7 +202,7 @@ class EventStream(StreamBody):
         yield self._translator.finish()
 
     def _failure(self, error: ProviderError) -> Iterator[bytes]:
-        yield self._error(f"{self.label}: {error}")
+        yield self._error(f"{self.label}: {error}", getattr(error, "status", 500))
 
 
 def _watch_client(sock: socket.socket, request: gevent.Greenlet) -> None:

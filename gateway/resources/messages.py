@@ -19,10 +19,6 @@ from providers.base import ChatRequest
 __all__ = ["Messages"]
 
 
-def _stream_error(message: str) -> bytes:
-    return error_event(message, 500, "api_error")
-
-
 class Messages:
     capability = "chat"
     required = ("messages", "max_tokens")
@@ -41,7 +37,7 @@ class Messages:
                 answer.first,
                 answer.rest,
                 ChunksToEvents(ctx.model),
-                _stream_error,
+                error_event,
                 answer.deadline,
                 req.env.get(CLIENT_SOCKET_KEY),
                 label,
