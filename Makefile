@@ -47,7 +47,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check gateway providers test bench
 
 # The load tools and mock come from Debian; matplotlib (the chart) and py-spy are the bench extra.
-BENCH_DEBS := nginx wrk hey
+BENCH_DEBS := nginx wrk hey redis-server
 BENCH_STAMP := $(VENV)/.bench-installed
 
 $(BENCH_STAMP): $(STAMP)
@@ -67,6 +67,7 @@ bench: $(BENCH_STAMP)
 	  fi; \
 	fi
 	PATH="$$PATH:/usr/sbin" $(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/pytest -q -s -m measurement -p no:cacheprovider test/integration/redis/test_load_cost.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -130,7 +130,9 @@ class Catalog:
         self._unavailable[name] = reason
         self._rebuild()
 
-    def resolve(self, name: str) -> ModelRoute:
+    def resolve(self, name: str, shown: str | None = None) -> ModelRoute:
+        """The route of ``name``; errors name the model as ``shown`` (what the client asked for)."""
+        shown = shown or name
         route = self.routes.get(name)
         if route is None and name.startswith(MODEL_PREFIX):
             name = name[len(MODEL_PREFIX) :]
@@ -138,6 +140,6 @@ class Catalog:
         if route is None:
             reason = self._unavailable.get(name)
             if reason is not None:
-                raise ServiceUnavailableError(f"Model {name} is unavailable: {reason}")
-            raise ModelNotFoundError(name)
+                raise ServiceUnavailableError(f"Model {shown} is unavailable: {reason}")
+            raise ModelNotFoundError(shown)
         return route

@@ -92,10 +92,7 @@ class ResolveStage:
         grant = grants.get(model)
         if grant is None:
             raise ModelNotFoundError(model)
-        try:
-            route = self._catalog.resolve(grant.endpoint_id)
-        except ModelNotFoundError:
-            raise ModelNotFoundError(model) from None
+        route = self._catalog.resolve(grant.endpoint_id, shown=model)
         ctx.endpoint_id = grant.endpoint_id
         ctx.model_id = grant.model_id
         ctx.project_id = grant.project_id

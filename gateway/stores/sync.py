@@ -1,7 +1,8 @@
 """Keeping the key table, the run-time models and the credential store in step with Redis.
 
 At start: SCAN ``api_key:*``, ``model_table:*`` and ``published_model_info``. Then keyspace
-notifications (``__keyevent@{db}__:set``, ``:del``, ``:expired``) apply each change within a second,
+notifications (``__keyevent@{db}__:set``, ``:expire``, ``:persist``, ``:del``, ``:expired``) apply
+each change within a second,
 and a full resync every ``resync_interval_s`` catches anything a notification missed. While Redis
 is unreachable the last loaded state keeps serving; reconnects back off from 1 s to 60 s and end
 in a full resync. Runs in a background greenlet of each worker.
@@ -35,6 +36,9 @@ _SCAN_BATCH = 500
 #: A set event can arrive a moment before the value is readable through another connection.
 _REREAD_TRIES, _REREAD_PAUSE_S = 3, 0.05
 _BACKOFF_MIN_S, _BACKOFF_MAX_S = 1.0, 60.0
+#: set: a new value; expire/persist: a TTL set or removed (a key's expiry); del/expired: gone.
+_EVENTS = ("set", "expire", "persist", "del", "expired")
+_REREAD_EVENTS = (b"set", b"expire", b"persist")
 #: How long one wait for a notification lasts (bounds how late a resync can start).
 _POLL_S = 1.0
 
@@ -101,7 +105,7 @@ class RedisSync:
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             # Subscribed before the load, so no change between the two is missed.
-            pubsub.psubscribe(*(f"__keyevent@{self._db}__:{event}" for event in ("set", "del", "expired")))
+            pubsub.psubscribe(*(f"__keyevent@{self._db}__:{event}" for event in _EVENTS))
             self.load_all()
             self.status = "ok"
             next_resync = time.monotonic() + self._resync_s
@@ -199,7 +203,7 @@ class RedisSync:
         elif name == PUBLISHED:
             handler = self._published_changed
         if handler is not None:
-            handler(name, event == b"set")
+            handler(name, event in _REREAD_EVENTS)
 
     def _reread(self, name: str) -> bytes | None:
         for _ in range(_REREAD_TRIES):
