@@ -23,13 +23,14 @@ def write_markdown(path: Path, data: dict) -> str:
     lines += ["", "Load generator, mock upstream and gateway share the same cores; compare ratios within this run.", ""]
     lines += ["## Non-streaming: fixed rates and maximum", ""]
     lines.append("| target | scenario | asked req/s | achieved req/s | P50 ms | P90 ms | P99 ms | P99.9 ms "
-                 "| added P50 ms | added P99 ms | errors | generator |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+                 "| added P50 ms | added P99 ms | errors | gateway RSS MB | generator |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in data["runs"]:
         lines.append(
             f"| {r['target']} | {r['scenario']} | {_f(r['asked_rps'], 0)} | {_f(r['achieved_rps'], 0)} "
             f"| {_f(r['p50_ms'])} | {_f(r['p90_ms'])} | {_f(r['p99_ms'])} | {_f(r['p999_ms'])} "
-            f"| {_f(r.get('added_p50_ms'))} | {_f(r.get('added_p99_ms'))} | {r['errors']} | {r['generator']} |"
+            f"| {_f(r.get('added_p50_ms'))} | {_f(r.get('added_p99_ms'))} | {r['errors']} "
+            f"| {_f(r.get('rss_mb'), 1)} | {r['generator']} |"
         )
     s = data["streaming"]
     lines += ["", f"## Streaming: {s['shape']} ({s['streams']} streams per target, {s['concurrency']} at a time)", ""]

@@ -166,6 +166,7 @@ def main() -> int:
                 for name, url in urls.items():
                     r = hey_rate(name, url, CHAT_BODY, rate, args.seconds)
                     rec = r.as_dict()
+                    rec["rss_mb"] = _gateway_rss(gateways, name)
                     if name.startswith("direct"):
                         floor_run = r
                     elif floor_run is not None:
@@ -177,7 +178,7 @@ def main() -> int:
         if "max" in only:
             for name, url in urls.items():
                 r = wrk_max(name, url, CHAT_BODY, 64, args.max_seconds)
-                data["runs"].append(r.as_dict())
+                data["runs"].append({**r.as_dict(), "rss_mb": _gateway_rss(gateways, name)})
                 _print_run(data["runs"][-1])
 
         if "stream" in only:
@@ -214,6 +215,13 @@ def main() -> int:
     print(f"wrote {RESULTS}/{name}.md, {name}.json" + (f", {name}.png" if chart else
           " (no chart: pip install matplotlib, or make bench installs it)"))
     return 0
+
+
+def _gateway_rss(gateways: dict, name: str) -> float | None:
+    """The resident memory of a gateway target's serving processes, summed (None for nginx)."""
+    if name not in gateways:
+        return None
+    return sum(rss_mb(pid) for pid in worker_pids(gateways[name][1]))
 
 
 def _default_client() -> str:
