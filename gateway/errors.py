@@ -14,7 +14,6 @@ __all__ = [
     "UnsupportedCapabilityError",
     "RequestTooLargeError",
     "ServiceUnavailableError",
-    "InternalError",
     "error_body",
 ]
 
@@ -101,7 +100,3 @@ class RequestTooLargeError(GatewayError):
 
 class ServiceUnavailableError(GatewayError):
     status, type, code = 503, "server_error", "service_unavailable"
-
-
-class InternalError(GatewayError):
-    status, type, code = 500, "server_error", "internal_error"

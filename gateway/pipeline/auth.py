@@ -25,7 +25,7 @@ class AuthStage:
         self._keys = keys
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
-        if not getattr(resource, "auth", True) or resource is None:
+        if resource is None or not getattr(resource, "auth", True):
             return
         header = req.get_header("Authorization")
         if not header:
