@@ -11,9 +11,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-import ujson
-
 from gateway.errors import InvalidRequestError, MissingParameterError
+from providers.jsonio import dumps, loads
 
 __all__ = [
     "ChunksToEvents",
@@ -46,12 +45,8 @@ _ERROR_TYPES: Mapping[int, str] = {
 }
 
 
-def _dumps(value: Any) -> bytes:
-    return ujson.dumps(value, escape_forward_slashes=False, ensure_ascii=False).encode()
-
-
 def _event(name: str, data: dict[str, Any]) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + _dumps(data) + b"\n\n"
+    return b"event: " + name.encode() + b"\ndata: " + dumps(data) + b"\n\n"
 
 
 # --- errors ----------------------------------------------------------------------------------------------
@@ -64,7 +59,7 @@ def error_type(status: int) -> str:
 
 def error_json(message: str, status: int, type_: str | None = None) -> bytes:
     """An error response body the Anthropic way: ``{"type": "error", "error": {"type", "message"}}``."""
-    return _dumps({"type": "error", "error": {"type": type_ or error_type(status), "message": message}})
+    return dumps({"type": "error", "error": {"type": type_ or error_type(status), "message": message}})
 
 
 def error_event(message: str, status: int, type_: str | None = None) -> bytes:
@@ -216,7 +211,7 @@ def _assistant(content: list[Any], i: int) -> dict[str, Any]:
         elif kind == "tool_use":
             if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
                 raise InvalidRequestError("a tool_use block needs id and name", param=param)
-            function = {"name": block["name"], "arguments": _dumps(block.get("input") or {}).decode()}
+            function = {"name": block["name"], "arguments": dumps(block.get("input") or {}).decode()}
             calls.append({"id": block["id"], "type": "function", "function": function})
         elif kind in ("thinking", "redacted_thinking"):
             continue  # reasoning from an earlier turn: chat models take no such input
@@ -274,7 +269,7 @@ def _tool_input(arguments: Any) -> dict[str, Any]:
     if isinstance(arguments, dict):
         return arguments
     try:
-        parsed = ujson.loads(arguments) if isinstance(arguments, str) and arguments else {}
+        parsed = loads(arguments) if isinstance(arguments, str) and arguments else {}
     except ValueError:
         # NOTE: the model wrote arguments that are not JSON; Anthropic has no form for them.
         parsed = {}

@@ -29,7 +29,7 @@ from gateway.stores.keys import KeyTable
 from gateway.stores.sync import RedisSync, connect
 from providers.base import Provider
 from providers.credentials import Secret
-from providers.http import UpstreamClient, create_client
+from providers.http import UpstreamClient, UpstreamLimits, create_client
 
 __all__ = ["create_app"]
 
@@ -58,7 +58,9 @@ def create_app(
     With ``redis_url``, a background greenlet keeps keys, models and credentials in step with Redis.
     """
     settings = config.gateway
-    http = http if http is not None else create_client(settings.upstream_client)
+    if http is None:
+        limits = UpstreamLimits(settings.max_upstream_body_bytes, settings.max_sse_event_bytes)
+        http = create_client(settings.upstream_client, limits=limits)
     metrics = metrics if metrics is not None else Metrics()
     credential_store: dict[str, Secret] = {}
     catalog = Catalog(config.models, registry, credential_store)

@@ -1,28 +1,22 @@
-"""The ``budgateway`` command: find and check the config, then serve with one or more workers."""
+"""The ``budgateway`` command: find and check the config, then serve it with a master and its workers.
 
-# NOTE: gevent must patch the standard library before anything else imports socket, ssl or threading.
-from gevent import monkey
+NOTE: the master is not monkey-patched (gunicorn's arbiter waits on real signals and children); each
+worker patches itself after fork, before it builds the app.
+"""
 
-monkey.patch_all()
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-
-from gateway import __version__  # noqa: E402
-from gateway.config.default import DEFAULT_CONFIG, DEFAULT_SOURCE  # noqa: E402
-from gateway.config.loader import (  # noqa: E402
-    ConfigError,
-    auth_enabled,
-    load_config,
-    load_config_text,
-    parse_bind,
-)
-from gateway.config.schema import Config  # noqa: E402
-from gateway.logs import configure_logging  # noqa: E402
-from gateway.stores.crypto import KeyLoadError, load_decryptor  # noqa: E402
-from providers.registry import RegistryError, build_registry  # noqa: E402
+from gateway import __version__
+from gateway.config.default import DEFAULT_CONFIG, DEFAULT_SOURCE
+from gateway.config.loader import ConfigError, auth_enabled, load_config, load_config_text, parse_bind
+from gateway.config.schema import Config
+from gateway.logs import configure_logging
+from gateway.stores.crypto import KeyLoadError, load_decryptor
+from providers.registry import RegistryError, build_registry
 
 __all__ = ["main"]
 
@@ -30,8 +24,6 @@ log = logging.getLogger("gateway")
 
 #: Exit code for a usage problem: no config found, bad arguments.
 EXIT_USAGE = 2
-#: Below this many open files a worker cannot hold the thousands of streams it is built for.
-_LOW_FILE_LIMIT = 8192
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,16 +74,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         registry = build_registry()
-        config = load_config_text(DEFAULT_CONFIG, DEFAULT_SOURCE, registry) if path is None else load_config(path, registry)
-    except (ConfigError, RegistryError) as e:
+    except RegistryError as e:
         print(f"budgateway: invalid config:\n{e}", file=sys.stderr)
         return 1
     redis_url = os.environ.get("TENSORZERO_REDIS_URL") or None
+    load = _loader(path, registry, redis_url)
     try:
-        auth_enabled(config, redis_url)
-        load_decryptor()
-    except (ConfigError, KeyLoadError) as e:
-        print(f"budgateway: {e}", file=sys.stderr)
+        config = load()
+    except ConfigError as e:
+        print(f"budgateway: invalid config:\n{e}", file=sys.stderr)
         return 1
     if args.check_config:
         print(f"{config.source}: OK ({len(config.models)} models)")
@@ -103,41 +94,21 @@ def main(argv: list[str] | None = None) -> int:
     workers = args.workers if args.workers is not None else settings.workers
     if workers == 0:
         workers = os.cpu_count() or 1
-    return _serve(config, registry, host, port, workers, redis_url)
+    from gateway.server.master import serve
+
+    return serve(config, registry, load, host=host, port=port, workers=workers, redis_url=redis_url)
 
 
-def _serve(config: Config, registry, host: str, port: int, workers: int, redis_url: str | None) -> int:
-    from gateway import server
+def _loader(path: str | None, registry: Mapping, redis_url: str | None) -> Callable[[], Config]:
+    """Reads and checks the config (at start, and again on SIGHUP); raises ConfigError or KeyLoadError."""
 
-    settings = config.gateway
-    limit = server.raise_open_file_limit()
-    if limit < _LOW_FILE_LIMIT:
-        log.warning("the open-file limit is %d: at most about %d concurrent streams per worker", limit, limit // 2)
-
-    def worker_main(listener) -> int:
-        from gateway.app import create_app
-
-        return server.serve(
-            listener,
-            lambda: create_app(config, registry, redis_url=redis_url),
-            debug=settings.debug,
-            shutdown_timeout_s=settings.shutdown_timeout_s,
-        )
-
-    if workers == 1:
+    def load() -> Config:
+        config = load_config_text(DEFAULT_CONFIG, DEFAULT_SOURCE, registry) if path is None else load_config(path, registry)
+        auth_enabled(config, redis_url)
         try:
-            listener = server.listen(host, port, reuse_port=False)
-        except OSError as e:
-            log.error("cannot listen on %s:%d: %s", host, port, e.strerror)
-            return 1
-        return worker_main(listener)
-    master = server.Master(host, port, workers, worker_main, shutdown_timeout_s=settings.shutdown_timeout_s)
-    # Before prometheus_client is imported: workers write their metrics to files they share.
-    master.share_metrics()
-    import gateway.app  # noqa: F401  (loaded once here, shared copy-on-write by the workers)
+            load_decryptor()
+        except KeyLoadError as e:
+            raise ConfigError(config.source, [str(e)]) from None
+        return config
 
-    try:
-        return master.run()
-    except OSError as e:
-        log.error("cannot listen on %s:%d: %s", host, port, e.strerror)
-        return 1
+    return load

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import ujson
+from providers.jsonio import dumps
 
 __all__ = [
     "AuthenticationError",
+    "ClientClosedError",
     "GatewayError",
     "InvalidRequestError",
     "InvalidJSONError",
     "MissingParameterError",
     "ModelNotFoundError",
     "UnsupportedCapabilityError",
+    "RequestTimeoutError",
     "RequestTooLargeError",
     "ServiceUnavailableError",
     "error_body",
@@ -20,10 +22,7 @@ __all__ = [
 
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
     """Serialise one error in the shape the OpenAI API and SDK use."""
-    return ujson.dumps(
-        {"error": {"message": message, "type": type_, "param": param, "code": code}},
-        escape_forward_slashes=False,
-    ).encode()
+    return dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
 
 
 class GatewayError(Exception):
@@ -100,3 +99,15 @@ class RequestTooLargeError(GatewayError):
 
 class ServiceUnavailableError(GatewayError):
     status, type, code = 503, "server_error", "service_unavailable"
+
+
+class RequestTimeoutError(GatewayError):
+    """The request body stalled for longer than ``[gateway] body_timeout_s``."""
+
+    status, type, code = 408, "invalid_request_error", "request_timeout"
+
+
+class ClientClosedError(GatewayError):
+    """The client went away before its answer began (nginx's 499): nothing more is done for it."""
+
+    status, type, code = 499, "invalid_request_error", "client_closed_request"

@@ -1,4 +1,8 @@
-"""Log output: ``pretty`` lines for people, ``json`` lines for collectors."""
+"""Log output: ``pretty`` lines for people, ``json`` lines for collectors, each with the request's id.
+
+The context stage sets ``request_id`` for the greenlet serving a request (greenlets keep their own
+context variables), so any line logged while it runs names the request, with no argument passed down.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,23 @@ import logging
 import os
 import sys
 import time
+from contextvars import ContextVar
 
 import ujson
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "request_id"]
+
+#: The id of the request the current greenlet serves ("" outside a request).
+request_id: ContextVar[str] = ContextVar("request_id", default="")
+
+_PRETTY = "%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s"
+
+
+class _PrettyFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        rid = request_id.get()
+        return f"{line} [request {rid}]" if rid else line
 
 
 class _JSONFormatter(logging.Formatter):
@@ -21,6 +38,9 @@ class _JSONFormatter(logging.Formatter):
             "pid": record.process,
             "message": record.getMessage(),
         }
+        rid = request_id.get()
+        if rid:
+            entry["request_id"] = rid
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return ujson.dumps(entry, escape_forward_slashes=False, ensure_ascii=False)
@@ -28,10 +48,7 @@ class _JSONFormatter(logging.Formatter):
 
 def configure_logging(fmt: str = "pretty", *, debug: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(_JSONFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s"))
+    handler.setFormatter(_JSONFormatter() if fmt == "json" else _PrettyFormatter(_PRETTY))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug or os.environ.get("BUDGATEWAY_DEBUG") else logging.INFO)

@@ -13,21 +13,21 @@ that finish the request (metrics).
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import gevent
-import ujson
-from gevent.socket import wait_read
 
+from gateway.server.peer import ClientDisconnected
 from gateway.sse import DONE, ModelRewriter, error_event, frame
 from providers.base import ProviderError, ProviderTimeout
+from providers.jsonio import dumps, loads
+
+if TYPE_CHECKING:
+    from gateway.server.peer import Peer
 
 __all__ = [
-    "CLIENT_SOCKET_KEY",
-    "ClientDisconnected",
     "EventStream",
     "RawStream",
     "SSEStream",
@@ -37,40 +37,28 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The WSGI environ key under which the server puts the client's socket (for hang-up detection).
-CLIENT_SOCKET_KEY = "budgateway.client_socket"
-
-
-class ClientDisconnected(gevent.GreenletExit):
-    """Thrown into the request greenlet when the client hung up while it waits on the upstream.
-
-    A ``GreenletExit``: should it land outside the stream (in a write), pywsgi and the pool end the
-    connection quietly, as for any hang-up.
-    """
-
-
 class StreamAborted(gevent.GreenletExit):
-    """Ends a response whose format has no in-band error (audio bytes): pywsgi then drops the
+    """Ends a response whose format has no in-band error (audio bytes): the server then drops the
     connection without the closing chunk, so the client sees a truncated body, not a complete one."""
 
 
 class StreamBody:
     """What every relayed stream shares: the first piece, the rest, the deadline, the client watcher."""
 
-    __slots__ = ("_first", "_rest", "_deadline", "_client", "label", "_on_close", "_watcher", "failed")
+    __slots__ = ("_first", "_rest", "_deadline", "_peer", "label", "_on_close", "_watcher", "failed")
 
     def __init__(
         self,
         first: bytes,
         rest: Iterator[bytes],
         deadline: float | None,
-        client_socket: socket.socket | None,
+        peer: Peer | None,
         label: str,
     ) -> None:
         self._first = first
         self._rest = rest
         self._deadline = deadline
-        self._client = client_socket
+        self._peer = peer
         self.label = label
         self._on_close: list[Callable[[StreamBody], None]] = []
         self._watcher: gevent.Greenlet | None = None
@@ -81,8 +69,8 @@ class StreamBody:
         self._on_close.append(callback)
 
     def __iter__(self) -> Iterator[bytes]:
-        if self._client is not None:
-            self._watcher = gevent.spawn(_watch_client, self._client, gevent.getcurrent())
+        if self._peer is not None:
+            self._watcher = self._peer.watch(gevent.getcurrent())
         return self._relay()
 
     def _relay(self) -> Iterator[bytes]:
@@ -131,7 +119,8 @@ class StreamBody:
 
 
 def _error_payload(label: str, error: ProviderError) -> dict:
-    return {"error": {"message": f"{label}: {error}", "type": "server_error", "param": None, "code": "stream_failed"}}
+    return {"error": {"message": f"{label}: {error.public}", "type": "server_error", "param": None,
+                      "code": "stream_failed"}}
 
 
 class SSEStream(StreamBody):
@@ -139,8 +128,8 @@ class SSEStream(StreamBody):
 
     __slots__ = ("_rewrite",)
 
-    def __init__(self, first, rest, client_model: str, deadline, client_socket, label) -> None:
-        super().__init__(first, rest, deadline, client_socket, label)
+    def __init__(self, first, rest, client_model: str, deadline, peer, label) -> None:
+        super().__init__(first, rest, deadline, peer, label)
         self._rewrite = ModelRewriter(client_model)
 
     def _events(self, pieces: Iterator[bytes]) -> Iterator[bytes]:
@@ -159,8 +148,8 @@ class RawStream(StreamBody):
 
     __slots__ = ("_sse",)
 
-    def __init__(self, first, rest, content_type: str, deadline, client_socket, label) -> None:
-        super().__init__(first, rest, deadline, client_socket, label)
+    def __init__(self, first, rest, content_type: str, deadline, peer, label) -> None:
+        super().__init__(first, rest, deadline, peer, label)
         self._sse = content_type.startswith("text/event-stream")
 
     def _events(self, pieces: Iterator[bytes]) -> Iterator[bytes]:
@@ -170,7 +159,7 @@ class RawStream(StreamBody):
         if not self._sse:
             raise StreamAborted()
         # NOTE: a blank line first, in case the failure cut an event in half.
-        yield b"\n\nevent: error\n" + frame(ujson.dumps(_error_payload(self.label, error)).encode())
+        yield b"\n\nevent: error\n" + frame(dumps(_error_payload(self.label, error)))
 
 
 class ChunkTranslator(Protocol):
@@ -188,33 +177,18 @@ class EventStream(StreamBody):
     __slots__ = ("_translator", "_error")
 
     def __init__(self, first, rest, translator: ChunkTranslator, error: Callable[[str, int], bytes],
-                 deadline, client_socket, label) -> None:
-        super().__init__(first, rest, deadline, client_socket, label)
+                 deadline, peer, label) -> None:
+        super().__init__(first, rest, deadline, peer, label)
         self._translator = translator
         self._error = error
 
     def _events(self, pieces: Iterator[bytes]) -> Iterator[bytes]:
         feed = self._translator.feed
         for payload in pieces:
-            events = feed(ujson.loads(payload))
+            events = feed(loads(payload))
             if events:
                 yield events
         yield self._translator.finish()
 
     def _failure(self, error: ProviderError) -> Iterator[bytes]:
-        yield self._error(f"{self.label}: {error}", getattr(error, "status", 500))
-
-
-def _watch_client(sock: socket.socket, request: gevent.Greenlet) -> None:
-    """Wait until the client's socket reads EOF, then interrupt the request greenlet.
-
-    Without this, a client that leaves while the upstream is quiet is noticed only at the next
-    write, and the upstream keeps generating for nobody.
-    """
-    try:
-        wait_read(sock.fileno())
-        if sock.recv(1, socket.MSG_PEEK):
-            return  # the client sent more (pipelining): not a hang-up
-    except OSError:
-        pass
-    request.kill(ClientDisconnected(), block=False)
+        yield self._error(f"{self.label}: {error.public}", getattr(error, "status", 500))

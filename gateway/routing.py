@@ -11,13 +11,13 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import gevent
 
 from gateway.catalog import Candidate, Catalog, ModelRoute
 from gateway.config.schema import TimeoutsConfig
-from gateway.errors import GatewayError
+from gateway.errors import ClientClosedError, GatewayError
 from providers.base import (
     Attempt,
     ChatRequest,
@@ -31,6 +31,9 @@ from providers.base import (
     ProviderTimeout,
 )
 from providers.http import UpstreamClient
+
+if TYPE_CHECKING:
+    from gateway.server.peer import Peer
 
 __all__ = ["AllProvidersFailedError", "Answer", "ForwardAnswer", "Router", "StreamAnswer"]
 
@@ -89,19 +92,13 @@ class AllProvidersFailedError(GatewayError):
     status, type, code = 502, "server_error", "all_providers_failed"
 
     def __init__(self, model: str, failures: list[tuple[str, ProviderError]]) -> None:
-        detail = "; ".join(f"{label}: {_describe(e)}" for label, e in failures)
+        detail = "; ".join(f"{label}: {e.public}" for label, e in failures)
         super().__init__(f"All providers failed for model {model}: {detail}")
         self.failures = failures
         if all(isinstance(e, ProviderHTTPError) and e.rate_limited for _, e in failures):
             self.status, self.type = 429, "rate_limit_error"
         elif all(isinstance(e, ProviderTimeout) for _, e in failures):
             self.status = 504
-
-
-def _describe(e: ProviderError) -> str:
-    if isinstance(e, ProviderHTTPError):
-        return f"HTTP {e.status}: {e}"
-    return f"{e.kind}: {e}"
 
 
 def _client_error(e: ProviderHTTPError) -> GatewayError:
@@ -167,22 +164,24 @@ class Router:
         self.catalog = catalog
         self._http = http
 
-    def chat(self, route: ModelRoute, request: ChatRequest) -> Answer:
+    def chat(self, route: ModelRoute, request: ChatRequest, peer: Peer | None = None) -> Answer:
         def call(candidate: Candidate, attempt: Attempt) -> ChatResult:
             with _Timer(candidate.timeouts.non_streaming_total_s, "non-streaming total"):
                 return candidate.provider.chat(self._http, request, attempt)
 
-        return self._walk(route, call, Answer)
+        return self._walk(route, call, Answer, peer)
 
-    def chat_stream(self, route: ModelRoute, request: ChatRequest) -> StreamAnswer:
+    def chat_stream(self, route: ModelRoute, request: ChatRequest, peer: Peer | None = None) -> StreamAnswer:
         def call(candidate: Candidate, attempt: Attempt) -> tuple[bytes, ChunkStream, float | None]:
             with _first_piece_timer(candidate.timeouts) as deadline:
                 stream = candidate.provider.chat_stream(self._http, request, attempt)
                 return _peek(stream), stream, deadline
 
-        return self._walk(route, call, lambda got, cand, attempts, _s: StreamAnswer(got[0], got[1], cand, attempts, got[2]))
+        return self._walk(
+            route, call, lambda got, cand, attempts, _s: StreamAnswer(got[0], got[1], cand, attempts, got[2]), peer
+        )
 
-    def forward(self, route: ModelRoute, request: ForwardRequest) -> ForwardAnswer:
+    def forward(self, route: ModelRoute, request: ForwardRequest, peer: Peer | None = None) -> ForwardAnswer:
         """Pass a request through the chain; a streamed answer falls back only until its first byte."""
 
         def call(candidate: Candidate, attempt: Attempt) -> tuple[Forwarded, bytes | None, float | None]:
@@ -196,10 +195,14 @@ class Router:
                 return forwarded, _peek(forwarded.stream), deadline
 
         return self._walk(
-            route, call, lambda got, cand, attempts, upstream_s: ForwardAnswer(got[0], got[1], cand, attempts, upstream_s, got[2])
+            route, call,
+            lambda got, cand, attempts, upstream_s: ForwardAnswer(got[0], got[1], cand, attempts, upstream_s, got[2]),
+            peer,
         )
 
-    def _walk(self, route: ModelRoute, call: Callable[[Candidate, Attempt], T], wrap: Callable) -> object:
+    def _walk(self, route: ModelRoute, call: Callable[[Candidate, Attempt], T], wrap: Callable,
+              peer: Peer | None) -> object:
+        """Try each candidate in turn, every round; between attempts, stop if the client has left."""
         failures: list[tuple[str, ProviderError]] = []
         retry = route.config.retry
         attempts = 0
@@ -209,6 +212,9 @@ class Router:
                 delay = min(retry.max_delay_s, _BACKOFF_BASE_S * 2 ** (round_ - 1)) * random.uniform(0.5, 1.0)
                 gevent.sleep(delay)
             for candidate in route.chain:
+                if attempts and peer is not None and peer.gone():
+                    log.info("%s: the client left after %d attempts; no more are made", route.name, attempts)
+                    raise ClientClosedError("The client closed the connection")
                 attempts += 1
                 attempt = Attempt(candidate.model, candidate.provider_name)
                 try:
@@ -218,7 +224,8 @@ class Router:
                     if isinstance(e, ProviderHTTPError) and not e.retryable:
                         raise _client_error(e) from e
                     failures.append((candidate.label, e))
-                    log.warning("attempt %d of %s failed: %s: %s", attempts, route.name, candidate.label, _describe(e))
+                    log.warning("attempt %d of %s failed: %s: %s (%s)", attempts, route.name, candidate.label,
+                                e.public, e)
                     continue
                 return wrap(got, candidate, attempts, upstream_s + attempt.upstream_s)
         raise AllProvidersFailedError(route.name, failures)

@@ -11,9 +11,6 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import ujson
-
-from gateway.sse import SSEDecoder
 from providers.base import (
     Attempt,
     ChatRequest,
@@ -24,8 +21,11 @@ from providers.base import (
     ProviderHTTPError,
     ProviderResponseError,
     json_object,
+    request_json,
 )
 from providers.http import UpstreamClient, UpstreamStream
+from providers.jsonio import dumps, loads
+from providers.sse import SSEDecoder
 
 if TYPE_CHECKING:
     from gateway.config.schema import ProviderConfig
@@ -123,7 +123,7 @@ class AnthropicProvider(Provider):
             body.pop("stream", None)
         if self._extra_body:
             body.update(self._extra_body)
-        return _dumps(body)
+        return request_json(body)
 
     def chat(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChatResult:
         body = self._request_body(request, stream=False)
@@ -138,14 +138,10 @@ class AnthropicProvider(Provider):
         return stream_anthropic(upstream, request.include_usage)
 
 
-def _dumps(value: Any) -> bytes:
-    return ujson.dumps(value, escape_forward_slashes=False, ensure_ascii=False).encode()
-
-
 def anthropic_error(status: int, raw: bytes) -> ProviderHTTPError:
     """Map an Anthropic error answer (``{"type": "error", "error": {...}}``) to ``ProviderHTTPError``."""
     try:
-        parsed = ujson.loads(raw) if raw else None
+        parsed = loads(raw) if raw else None
     except ValueError:
         parsed = None
     error = parsed.get("error") if isinstance(parsed, dict) else None
@@ -292,7 +288,7 @@ def _assistant_blocks(message: dict[str, Any], i: int) -> list[dict[str, Any]]:
             raise _bad_request("a tool call needs function.name", param)
         arguments = function.get("arguments") or "{}"
         try:
-            tool_input = ujson.loads(arguments) if isinstance(arguments, str) else arguments
+            tool_input = loads(arguments) if isinstance(arguments, str) else arguments
         except ValueError:
             tool_input = None
         if not isinstance(tool_input, dict):
@@ -375,7 +371,7 @@ def to_chat_completion(answer: Mapping[str, Any]) -> dict[str, Any]:
         if kind == "text":
             texts.append(block.get("text") or "")
         elif kind == "tool_use":
-            arguments = _dumps(block.get("input") or {}).decode()
+            arguments = dumps(block.get("input") or {}).decode()
             function = {"name": block.get("name"), "arguments": arguments}
             calls.append({"id": block.get("id"), "type": "function", "function": function})
         # NOTE: thinking and server-tool blocks have no OpenAI form and are left out.
@@ -418,11 +414,11 @@ class _StreamTranslator:
             self._role_sent = True
             delta = {"role": "assistant", **delta}
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return _dumps({**self._base, "choices": [choice]})
+        return dumps({**self._base, "choices": [choice]})
 
     def event(self, payload: bytes) -> list[bytes]:
         try:
-            event = ujson.loads(payload)
+            event = loads(payload)
         except ValueError:
             raise ProviderResponseError("upstream sent an event that is not JSON", raw=payload) from None
         if not isinstance(event, dict):
@@ -460,7 +456,7 @@ class _StreamTranslator:
             # OpenAI clients expect a finish_reason before the end, even if no message_delta gave one.
             out = [] if self._finished else [self._chunk({}, "stop")]
             if self._include_usage:
-                out.append(_dumps({**self._base, "choices": [], "usage": _usage(self._usage)}))
+                out.append(dumps({**self._base, "choices": [], "usage": _usage(self._usage)}))
             return out
         if kind == "error":
             error = event.get("error")
@@ -497,7 +493,7 @@ def stream_anthropic(upstream: UpstreamStream, include_usage: bool = False) -> C
     try:
         if upstream.status >= 400:
             raise anthropic_error(upstream.status, upstream.read_all())
-        decoder = SSEDecoder()
+        decoder = SSEDecoder(upstream.max_event_bytes)
         translator = _StreamTranslator(include_usage)
         for data in upstream:
             for _name, payload in decoder.feed(data):

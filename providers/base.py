@@ -6,7 +6,7 @@ import abc
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import ujson
+from providers.jsonio import NonFiniteNumberError, check_finite, dumps, loads
 
 if TYPE_CHECKING:
     from gateway.config.schema import ProviderConfig
@@ -30,6 +30,7 @@ __all__ = [
     "ProviderResponseError",
     "ProviderTimeout",
     "json_object",
+    "request_json",
 ]
 
 #: What a streaming call yields: the JSON payload of each event (the bytes after ``data: ``),
@@ -38,44 +39,62 @@ ChunkStream = Iterator[bytes]
 
 
 class ProviderError(Exception):
-    """One failed attempt at a provider. Routing decides from ``retryable`` whether to move on."""
+    """One failed attempt at a provider. Routing decides from ``retryable`` whether to move on.
+
+    ``str(error)`` is the detail, for the gateway's log; ``public`` is all a client may read of it: a
+    generic reason, never an address, a socket error or an upstream's own text.
+    """
 
     retryable = True
     #: A short word for the attempt summary and metrics.
     kind = "error"
+    #: The generic reason a client sees.
+    reason = "provider error"
 
     def __init__(self, message: str, *, raw: bytes | None = None) -> None:
         super().__init__(message)
         # NOTE: the raw upstream body is kept for debug logs only, never shown to clients.
         self.raw = raw
 
+    @property
+    def public(self) -> str:
+        return self.reason
+
 
 class ProviderConnectionError(ProviderError):
     """The connection was refused, reset or broken, or the upstream spoke invalid HTTP."""
 
     kind = "connection"
+    reason = "connection error"
 
 
 class ProviderTimeout(ProviderError):
     """A configured timeout (total, time to first token, connect or read) ran out."""
 
     kind = "timeout"
+    reason = "timeout"
 
 
 class CredentialError(ProviderError):
     """The provider's credential could not be read; the attempt fails so the chain moves on."""
 
     kind = "credential"
+    reason = "credential unavailable"
 
 
 class ProviderResponseError(ProviderError):
     """The upstream answered 2xx with a body we cannot use."""
 
     kind = "bad_response"
+    reason = "invalid response from provider"
 
 
 class ProviderHTTPError(ProviderError):
-    """The upstream answered an error status; the OpenAI-shaped fields are kept for the client."""
+    """The upstream answered an error status; the OpenAI-shaped fields are kept for the client.
+
+    A client sees the provider's message only for a status that is the client's own error (a 4xx
+    other than 429, passed through); for the others only ``public``.
+    """
 
     kind = "http"
 
@@ -98,6 +117,10 @@ class ProviderHTTPError(ProviderError):
         self.retryable = status == 429 or status >= 500
 
     @property
+    def public(self) -> str:
+        return f"HTTP {self.status} from provider"
+
+    @property
     def rate_limited(self) -> bool:
         return self.status == 429
 
@@ -105,12 +128,24 @@ class ProviderHTTPError(ProviderError):
 def json_object(raw: bytes) -> dict[str, Any]:
     """A successful answer's JSON object, or the ``ProviderResponseError`` that a bad one means."""
     try:
-        body = ujson.loads(raw)
+        body = loads(raw)
+        check_finite(body)
     except ValueError:
         raise ProviderResponseError("upstream answered with invalid JSON", raw=raw) from None
     if not isinstance(body, dict):
         raise ProviderResponseError("upstream answered with a JSON value that is not an object", raw=raw)
     return body
+
+
+def request_json(body: Any) -> bytes:
+    """A request body for the upstream, or the 400 the client gets when JSON cannot carry it."""
+    try:
+        return dumps(body)
+    except NonFiniteNumberError:
+        raise ProviderHTTPError(
+            400, "The request holds a number JSON cannot carry (NaN, Infinity or beyond a double)",
+            type_="invalid_request_error", code="invalid_number",
+        ) from None
 
 
 class ChatRequest:

@@ -2,7 +2,9 @@
 
 Two implementations, chosen by ``[gateway] upstream_client``: urllib3 (``http_urllib3``) and
 geventhttpclient (``http_gevent``). Both pool keep-alive connections per host, set TCP_NODELAY,
-stream bodies as they arrive and raise only ``ProviderError``. ``make bench`` measures both.
+stream bodies as they arrive, read a whole answer only up to ``UpstreamLimits.max_body_bytes`` and
+raise only ``ProviderError``, whose messages never carry the upstream's address. ``make bench``
+measures both.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 import abc
 import socket
 from collections.abc import Iterator, Mapping
+from importlib.metadata import PackageNotFoundError, version
 
-from providers.base import Attempt
+from providers.base import Attempt, ProviderResponseError
+from providers.sse import DEFAULT_MAX_EVENT_BYTES
 
 __all__ = [
     "Body",
@@ -19,8 +23,11 @@ __all__ = [
     "DEFAULT_CLIENT",
     "READ_SIZE",
     "SOCKET_OPTIONS",
+    "USER_AGENT",
     "UpstreamClient",
+    "UpstreamLimits",
     "UpstreamStream",
+    "over_limit",
     "body_length",
     "create_client",
 ]
@@ -33,6 +40,11 @@ SOCKET_OPTIONS = [
     (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
     (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
 ]
+
+try:
+    USER_AGENT = f"budgateway/{version('budgateway')}"
+except PackageNotFoundError:  # run from a source tree that was never installed
+    USER_AGENT = "budgateway"
 
 CLIENT_KINDS = ("urllib3", "geventhttpclient")
 #: Measured by ``make bench``: geventhttpclient costs well under half urllib3's CPU per proxied request.
@@ -48,15 +60,33 @@ def body_length(body: Body) -> int:
     return len(body) if isinstance(body, bytes) else sum(len(piece) for piece in body)
 
 
+class UpstreamLimits:
+    """How much of an upstream's answer the gateway holds: a whole body, and one event of a stream."""
+
+    __slots__ = ("max_body_bytes", "max_event_bytes")
+
+    def __init__(self, max_body_bytes: int = 64 * 1024 * 1024, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self.max_body_bytes = max_body_bytes
+        self.max_event_bytes = max_event_bytes
+
+
+def over_limit(limit: int) -> ProviderResponseError:
+    return ProviderResponseError(f"upstream answer is over the limit of {limit} bytes for a whole body")
+
+
 class UpstreamStream(abc.ABC):
-    """A streamed response: ``status`` and ``content_type`` are known, iterating yields body bytes as they arrive."""
+    """A streamed response: ``status`` and ``content_type`` are known, iterating yields body bytes as they arrive.
+
+    ``max_event_bytes`` is the cap for a decoder of this stream's events (``providers.sse``).
+    """
 
     status: int
     content_type: str
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
 
     @abc.abstractmethod
     def read_all(self) -> bytes:
-        """Read the rest of the body (an error answer) and settle the connection."""
+        """Read the rest of the body (at most ``max_body_bytes``) and settle the connection."""
 
     @abc.abstractmethod
     def __iter__(self) -> Iterator[bytes]: ...
@@ -71,7 +101,7 @@ class UpstreamClient(abc.ABC):
 
     @abc.abstractmethod
     def post(self, url: str, body: Body, headers: Mapping[str, str], attempt: Attempt) -> tuple[int, bytes]:
-        """Send a request and read the whole answer: ``(status, body)``."""
+        """Send a request and read the whole answer (at most ``max_body_bytes``): ``(status, body)``."""
 
     @abc.abstractmethod
     def post_stream(self, url: str, body: Body, headers: Mapping[str, str], attempt: Attempt) -> UpstreamStream:
@@ -87,14 +117,17 @@ def create_client(
     maxsize: int = 1024,
     connect_timeout_s: float = 10.0,
     read_timeout_s: float = 600.0,
+    limits: UpstreamLimits | None = None,
 ) -> UpstreamClient:
     """Build the worker's client; call it after fork (pools hold sockets)."""
+    options = {"maxsize": maxsize, "connect_timeout_s": connect_timeout_s, "read_timeout_s": read_timeout_s,
+               "limits": limits or UpstreamLimits()}
     if kind == "urllib3":
         from providers.http_urllib3 import Urllib3Client
 
-        return Urllib3Client(maxsize=maxsize, connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s)
+        return Urllib3Client(**options)
     if kind == "geventhttpclient":
         from providers.http_gevent import GeventClient
 
-        return GeventClient(maxsize=maxsize, connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s)
+        return GeventClient(**options)
     raise ValueError(f"unknown upstream client {kind!r} (one of: {', '.join(CLIENT_KINDS)})")

@@ -15,23 +15,34 @@ from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
 from geventhttpclient.response import HTTPParseError, HTTPSocketPoolResponse
 from geventhttpclient.url import URL
 
-from gateway import __version__
-from providers.base import Attempt, ProviderConnectionError, ProviderTimeout
-from providers.http import READ_SIZE, SOCKET_OPTIONS, Body, UpstreamClient, UpstreamStream, body_length
+from providers.base import Attempt, ProviderConnectionError, ProviderError, ProviderTimeout
+from providers.http import (
+    READ_SIZE,
+    SOCKET_OPTIONS,
+    USER_AGENT,
+    Body,
+    UpstreamClient,
+    UpstreamLimits,
+    UpstreamStream,
+    body_length,
+    over_limit,
+)
 
 __all__ = ["GeventClient", "GeventStream"]
 
 _ERRORS = (OSError, HTTPParseError)
-_USER_AGENT = f"budgateway/{__version__}"
 
 
-def _translate(e: BaseException, url: str) -> Exception:
+def _translate(e: BaseException) -> ProviderError:
+    """The ProviderError a socket or parse error means; its detail names no address (the log has the label)."""
     if isinstance(e, TimeoutError):
-        return ProviderTimeout(f"upstream timed out ({url})")
+        return ProviderTimeout("upstream read or connect timed out")
     if isinstance(e, ConnectionRefusedError):
-        return ProviderConnectionError(f"cannot connect to {url}: {e.strerror}")
-    reason = e.strerror if isinstance(e, OSError) and e.strerror else (str(e) or type(e).__name__)
-    return ProviderConnectionError(f"connection to {url} failed: {reason}")
+        return ProviderConnectionError("connection refused")
+    if isinstance(e, HTTPParseError):
+        return ProviderConnectionError(f"invalid HTTP from upstream ({type(e).__name__})")
+    reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+    return ProviderConnectionError(f"connection failed: {reason}")
 
 
 def _set_socket_options(sock: socket.socket) -> None:
@@ -42,7 +53,7 @@ def _set_socket_options(sock: socket.socket) -> None:
 class GeventClient(UpstreamClient):
     """One geventhttpclient connection pool per upstream scheme, host and port."""
 
-    def __init__(self, *, maxsize: int, connect_timeout_s: float, read_timeout_s: float) -> None:
+    def __init__(self, *, maxsize: int, connect_timeout_s: float, read_timeout_s: float, limits: UpstreamLimits) -> None:
         self._options = {
             # NOTE: geventhttpclient blocks a request when the pool is at its size, where urllib3
             # opens one more; a large size keeps bursts (10k open streams) from queueing.
@@ -50,6 +61,7 @@ class GeventClient(UpstreamClient):
             "connection_timeout": connect_timeout_s,
             "network_timeout": read_timeout_s,
         }
+        self.limits = limits
         self._pools: dict[tuple[str, str, int], ConnectionPool] = {}
         #: url -> (pool, request-line-and-fixed-headers); a handful, one per configured endpoint.
         self._targets: dict[str, tuple[ConnectionPool, bytes]] = {}
@@ -70,7 +82,7 @@ class GeventClient(UpstreamClient):
             self._pools[key] = pool
         default_port = 443 if parsed.scheme == "https" else 80
         host = parsed.host if parsed.port == default_port else f"{parsed.host}:{parsed.port}"
-        prefix = f"POST {parsed.request_uri} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {_USER_AGENT}\r\n"
+        prefix = f"POST {parsed.request_uri} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n"
         target = self._targets[url] = (pool, prefix.encode("latin-1"))
         return target
 
@@ -99,11 +111,11 @@ class GeventClient(UpstreamClient):
         try:
             resp = self._send(url, body, headers)
             try:
-                return resp.status_code, resp.read()
+                return resp.status_code, _read_body(resp, self.limits.max_body_bytes)
             finally:
                 resp.release()
         except _ERRORS as e:
-            raise _translate(e, url) from e
+            raise _translate(e) from e
         finally:
             attempt.upstream_s += time.monotonic() - started
 
@@ -112,10 +124,10 @@ class GeventClient(UpstreamClient):
         try:
             resp = self._send(url, body, headers)
         except _ERRORS as e:
-            raise _translate(e, url) from e
+            raise _translate(e) from e
         finally:
             attempt.upstream_s += time.monotonic() - started
-        return GeventStream(resp, url)
+        return GeventStream(resp, self.limits)
 
     def close(self) -> None:
         for pool in self._pools.values():
@@ -124,46 +136,68 @@ class GeventClient(UpstreamClient):
         self._targets.clear()
 
 
-class GeventStream(UpstreamStream):
-    __slots__ = ("_resp", "_url", "status", "content_type")
+def _read_body(resp: HTTPSocketPoolResponse, limit: int) -> bytes:
+    """The whole body, or ``over_limit`` as soon as it is known to be larger (the connection is dropped)."""
+    length = resp.content_length
+    if length is not None and length <= limit:
+        return resp.read()
+    if length is not None:
+        raise over_limit(limit)
+    data = bytearray()
+    for piece in _pieces(resp):
+        data += piece
+        if len(data) > limit:
+            raise over_limit(limit)
+    return bytes(data)
 
-    def __init__(self, resp: HTTPSocketPoolResponse, url: str) -> None:
+
+def _pieces(resp: HTTPSocketPoolResponse) -> Iterator[bytes]:
+    """The body as it arrives.
+
+    NOTE: geventhttpclient's read(n) waits for n bytes; a stream needs each piece as it comes, so this
+    loop does what read() does inside, minus the wait: recv once, parse, hand over.
+    """
+    buffer = resp._body_buffer
+    while True:
+        if buffer:
+            data = bytes(buffer)
+            del buffer[:]
+            yield data
+            continue
+        if resp.message_complete:
+            return
+        sock = resp._sock
+        if sock is None:
+            raise ProviderConnectionError("upstream closed the connection before the end of the body")
+        data = sock.recv(READ_SIZE)
+        resp.feed(data)
+        if not data and not resp.message_complete:
+            raise ProviderConnectionError("upstream closed the connection before the end of the body")
+
+
+class GeventStream(UpstreamStream):
+    __slots__ = ("_resp", "_limits", "status", "content_type", "max_event_bytes")
+
+    def __init__(self, resp: HTTPSocketPoolResponse, limits: UpstreamLimits) -> None:
         self._resp = resp
-        self._url = url
+        self._limits = limits
         self.status = resp.status_code
         self.content_type = resp.get("content-type") or "application/octet-stream"
+        self.max_event_bytes = limits.max_event_bytes
 
     def read_all(self) -> bytes:
         try:
-            return self._resp.read()
+            return _read_body(self._resp, self._limits.max_body_bytes)
         except _ERRORS as e:
-            raise _translate(e, self._url) from e
+            raise _translate(e) from e
         finally:
             self._resp.release()
 
     def __iter__(self) -> Iterator[bytes]:
-        # NOTE: geventhttpclient's read(n) waits for n bytes; a stream needs each piece as it comes,
-        # so this loop does what read() does inside, minus the wait: recv once, parse, hand over.
-        resp = self._resp
-        buffer = resp._body_buffer
         try:
-            while True:
-                if buffer:
-                    data = bytes(buffer)
-                    del buffer[:]
-                    yield data
-                    continue
-                if resp.message_complete:
-                    return
-                sock = resp._sock
-                if sock is None:
-                    raise ProviderConnectionError(f"connection to {self._url} closed before the end of the body")
-                data = sock.recv(READ_SIZE)
-                resp.feed(data)
-                if not data and not resp.message_complete:
-                    raise ProviderConnectionError(f"connection to {self._url} closed before the end of the body")
+            yield from _pieces(self._resp)
         except _ERRORS as e:
-            raise _translate(e, self._url) from e
+            raise _translate(e) from e
 
     def close(self) -> None:
         # Back to the pool when the body was read to its end; geventhttpclient closes it otherwise.

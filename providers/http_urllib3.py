@@ -16,28 +16,38 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
-from providers.base import Attempt, ProviderConnectionError, ProviderTimeout
-from providers.http import READ_SIZE, SOCKET_OPTIONS, Body, UpstreamClient, UpstreamStream, body_length
+from providers.base import Attempt, ProviderConnectionError, ProviderError, ProviderTimeout
+from providers.http import (
+    READ_SIZE,
+    SOCKET_OPTIONS,
+    USER_AGENT,
+    Body,
+    UpstreamClient,
+    UpstreamLimits,
+    UpstreamStream,
+    body_length,
+    over_limit,
+)
 
 __all__ = ["Urllib3Client", "Urllib3Stream"]
 
 
-def _translate(e: BaseException, url: str) -> Exception:
-    """Turn a urllib3 or socket error into the ProviderError it means."""
+def _translate(e: BaseException) -> ProviderError:
+    """The ProviderError a urllib3 or socket error means; its detail names no address (the log has the label)."""
     if isinstance(e, (ConnectTimeoutError, ReadTimeoutError, TimeoutError)):
-        return ProviderTimeout(f"upstream timed out ({url})")
+        return ProviderTimeout("upstream read or connect timed out")
     if isinstance(e, NewConnectionError):
-        return ProviderConnectionError(f"cannot connect to {url}: {_reason(e)}")
-    return ProviderConnectionError(f"connection to {url} failed: {_reason(e)}")
+        return ProviderConnectionError(f"cannot connect: {_reason(e)}")
+    return ProviderConnectionError(f"connection failed: {_reason(e)}")
 
 
 def _reason(e: BaseException) -> str:
-    # urllib3 wraps the socket error; show the innermost reason, without the pool's repr.
+    # urllib3 wraps the socket error in messages that carry the pool and URL: keep only the socket's reason.
     while e.__context__ is not None and isinstance(e, HTTPError):
         e = e.__context__
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
-    return type(e).__name__ if not str(e) else str(e).rsplit(": ", 1)[-1]
+    return type(e).__name__
 
 
 def _with_length(headers: Mapping[str, str], body: Body) -> Mapping[str, str]:
@@ -47,10 +57,26 @@ def _with_length(headers: Mapping[str, str], body: Body) -> Mapping[str, str]:
     return {**headers, "Content-Length": str(body_length(body))}
 
 
+def _read_body(resp: urllib3.BaseHTTPResponse, limit: int) -> bytes:
+    """The whole body, or ``over_limit`` as soon as it is known to be larger."""
+    length = resp.headers.get("content-length")
+    if length is not None and length.isdigit():
+        if int(length) > limit:
+            raise over_limit(limit)
+        return resp.read()
+    # NOTE: not read(limit + 1): http.client would allocate a buffer of that size for every call.
+    data = bytearray()
+    while piece := resp.read1(READ_SIZE):
+        data += piece
+        if len(data) > limit:
+            raise over_limit(limit)
+    return bytes(data)
+
+
 class Urllib3Client(UpstreamClient):
     """A pool of keep-alive connections per upstream host, shared by every provider of a worker."""
 
-    def __init__(self, *, maxsize: int, connect_timeout_s: float, read_timeout_s: float) -> None:
+    def __init__(self, *, maxsize: int, connect_timeout_s: float, read_timeout_s: float, limits: UpstreamLimits) -> None:
         # NOTE: block=False with a large maxsize: a burst beyond it opens extra connections
         # instead of queueing requests behind the pool.
         self._pool = urllib3.PoolManager(
@@ -60,18 +86,24 @@ class Urllib3Client(UpstreamClient):
             retries=False,
             timeout=urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s),
             socket_options=SOCKET_OPTIONS,
+            headers={"User-Agent": USER_AGENT},
+        )
+        self.limits = limits
+
+    def _open(self, url: str, body: Body, headers: Mapping[str, str]) -> urllib3.BaseHTTPResponse:
+        return self._pool.urlopen(
+            "POST", url, body=body, headers=_with_length(headers, body), redirect=False, retries=False,
+            preload_content=False,
         )
 
     def post(self, url: str, body: Body, headers: Mapping[str, str], attempt: Attempt) -> tuple[int, bytes]:
         """Send a request and read the whole answer: ``(status, body)``."""
         started = time.monotonic()
         try:
-            resp = self._pool.urlopen(
-                "POST", url, body=body, headers=_with_length(headers, body), redirect=False, retries=False
-            )
-            return resp.status, resp.data
+            stream = Urllib3Stream(self._open(url, body, headers), self.limits)
+            return stream.status, stream.read_all()
         except (HTTPError, OSError) as e:
-            raise _translate(e, url) from e
+            raise _translate(e) from e
         finally:
             attempt.upstream_s += time.monotonic() - started
 
@@ -79,43 +111,36 @@ class Urllib3Client(UpstreamClient):
         """Send a request and return once the response head has arrived; the body is read as it comes."""
         started = time.monotonic()
         try:
-            resp = self._pool.urlopen(
-                "POST",
-                url,
-                body=body,
-                headers=_with_length(headers, body),
-                redirect=False,
-                retries=False,
-                preload_content=False,
-            )
+            resp = self._open(url, body, headers)
         except (HTTPError, OSError) as e:
-            raise _translate(e, url) from e
+            raise _translate(e) from e
         finally:
             attempt.upstream_s += time.monotonic() - started
-        return Urllib3Stream(resp, url)
+        return Urllib3Stream(resp, self.limits)
 
     def close(self) -> None:
         self._pool.clear()
 
 
 class Urllib3Stream(UpstreamStream):
-    __slots__ = ("_resp", "_url", "status", "content_type", "_clean")
+    __slots__ = ("_resp", "_limits", "status", "content_type", "max_event_bytes", "_clean")
 
-    def __init__(self, resp: urllib3.BaseHTTPResponse, url: str) -> None:
+    def __init__(self, resp: urllib3.BaseHTTPResponse, limits: UpstreamLimits) -> None:
         self._resp = resp
-        self._url = url
+        self._limits = limits
         self.status = resp.status
         self.content_type = resp.headers.get("content-type") or "application/octet-stream"
+        self.max_event_bytes = limits.max_event_bytes
         self._clean = False
 
     def read_all(self) -> bytes:
-        """Read the rest of the body (an error answer) and settle the connection."""
+        """Read the rest of the body and settle the connection."""
         try:
-            data = self._resp.read()
+            data = _read_body(self._resp, self._limits.max_body_bytes)
             self._clean = True
             return data
         except (HTTPError, OSError) as e:
-            raise _translate(e, self._url) from e
+            raise _translate(e) from e
         finally:
             self.close()
 
@@ -129,7 +154,7 @@ class Urllib3Stream(UpstreamStream):
                     return
                 yield data
         except (HTTPError, OSError) as e:
-            raise _translate(e, self._url) from e
+            raise _translate(e) from e
 
     def close(self) -> None:
         resp = self._resp

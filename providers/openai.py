@@ -8,9 +8,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import ujson
-
-from gateway.sse import SSEDecoder
 from providers.base import (
     Attempt,
     ChatRequest,
@@ -22,9 +19,12 @@ from providers.base import (
     ProviderConnectionError,
     ProviderHTTPError,
     json_object,
+    request_json,
 )
 from providers.http import UpstreamClient, UpstreamStream
+from providers.jsonio import loads
 from providers.multipart import encode_form
+from providers.sse import SSEDecoder
 
 __all__ = [
     "CAPABILITIES",
@@ -63,7 +63,7 @@ _MESSAGE_LIMIT = 500
 def openai_error(status: int, raw: bytes) -> ProviderHTTPError:
     """Map an OpenAI-style error answer to ``ProviderHTTPError``, keeping the provider's message."""
     try:
-        parsed = ujson.loads(raw) if raw else None
+        parsed = loads(raw) if raw else None
     except ValueError:
         parsed = None
     error = parsed.get("error") if isinstance(parsed, dict) else None
@@ -101,7 +101,7 @@ def stream_openai(upstream: UpstreamStream) -> ChunkStream:
     try:
         if upstream.status >= 400:
             raise openai_error(upstream.status, upstream.read_all())
-        decoder = SSEDecoder()
+        decoder = SSEDecoder(upstream.max_event_bytes)
         first = True
         done = False
         for data in upstream:
@@ -164,7 +164,7 @@ class OpenAIProvider(Provider):
         body["model"] = self.config.model_name
         if self._extra_body:
             body.update(self._extra_body)
-        return ujson.dumps(body, escape_forward_slashes=False, ensure_ascii=False).encode()
+        return request_json(body)
 
     def chat(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChatResult:
         url = self._urls[request.path]

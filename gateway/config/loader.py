@@ -89,6 +89,14 @@ class _Checker:
             return default
         return value
 
+    def count(self, data: dict, key: str, path: str, default: int) -> int:
+        """A whole number > 0 (a size or a count)."""
+        value = self.get(data, key, path, (int,), default)
+        if value is not default and value <= 0:
+            self.fail(f"{path}.{key}", f"must be > 0, got {value}")
+            return default
+        return value
+
     def str_list(self, data: dict, key: str, path: str, default: tuple[str, ...]) -> tuple[str, ...]:
         value = self.get(data, key, path, (list,), None)
         if value is None:
@@ -125,7 +133,14 @@ _GATEWAY_KEYS = {
     "workers",
     "debug",
     "shutdown_timeout_s",
+    "worker_timeout_s",
     "max_body_bytes",
+    "header_timeout_s",
+    "body_timeout_s",
+    "keepalive_timeout_s",
+    "max_connections",
+    "max_upstream_body_bytes",
+    "max_sse_event_bytes",
     "upstream_client",
     "authentication",
     "redis",
@@ -261,6 +276,13 @@ def _gateway(c: _Checker, data: Any) -> GatewaySettings:
         debug=c.get(d, "debug", "gateway", (bool,), defaults.debug),
         shutdown_timeout_s=float(c.positive(d, "shutdown_timeout_s", "gateway", defaults.shutdown_timeout_s, allow_zero=True)),
         max_body_bytes=c.positive(d, "max_body_bytes", "gateway", defaults.max_body_bytes),
+        worker_timeout_s=float(c.positive(d, "worker_timeout_s", "gateway", defaults.worker_timeout_s)),
+        header_timeout_s=float(c.positive(d, "header_timeout_s", "gateway", defaults.header_timeout_s)),
+        body_timeout_s=float(c.positive(d, "body_timeout_s", "gateway", defaults.body_timeout_s)),
+        keepalive_timeout_s=float(c.positive(d, "keepalive_timeout_s", "gateway", defaults.keepalive_timeout_s)),
+        max_connections=c.count(d, "max_connections", "gateway", defaults.max_connections),
+        max_upstream_body_bytes=c.count(d, "max_upstream_body_bytes", "gateway", defaults.max_upstream_body_bytes),
+        max_sse_event_bytes=c.count(d, "max_sse_event_bytes", "gateway", defaults.max_sse_event_bytes),
     )
 
 

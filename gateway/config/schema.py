@@ -82,7 +82,18 @@ class GatewaySettings:
     workers: int = 1
     debug: bool = False
     shutdown_timeout_s: float = 30.0
+    #: A worker that has not beaten its heartbeat for this long (its hub is blocked) is replaced.
+    worker_timeout_s: float = 30.0
     max_body_bytes: int = 100 * 1024 * 1024
+    #: The request head must arrive within this; a stalled body gets 408; an idle connection closes.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keepalive_timeout_s: float = 75.0
+    #: Connections one worker serves at once; more wait in the listen backlog.
+    max_connections: int = 10_000
+    #: The largest whole upstream answer read, and the largest event of an upstream stream.
+    max_upstream_body_bytes: int = 64 * 1024 * 1024
+    max_sse_event_bytes: int = 8 * 1024 * 1024
     #: The upstream HTTP library: "geventhttpclient" (default) or "urllib3" (see providers/http.py).
     upstream_client: str = DEFAULT_CLIENT
     #: [gateway.authentication] enabled: None means "on when there is a key source" (Redis or [api_keys]).

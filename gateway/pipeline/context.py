@@ -1,17 +1,21 @@
-"""Stage 1: the request context (request id, start time, client address, user agent)."""
+"""Stage 1: the request context (request id, start time, client address, user agent, the peer)."""
 
 from __future__ import annotations
 
 import random
+import re
 import time
 from typing import Any
 
 import falcon
 
+from gateway.logs import request_id as log_request_id
+from gateway.server.peer import PEER_KEY
+
 __all__ = ["ContextStage", "GatewayRequest", "RequestContext", "new_request_id"]
 
-#: Longest client-supplied request id we echo; longer ones are replaced (they end up in logs).
-_MAX_REQUEST_ID = 128
+#: A client's X-Request-Id is echoed (and logged) only when it looks like an id; else a new one is made.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 _random_bits = random.getrandbits
@@ -33,6 +37,7 @@ class RequestContext:
     __slots__ = (
         "request_id",
         "started",
+        "peer",
         "client_ip",
         "user_agent",
         "body",
@@ -52,6 +57,8 @@ class RequestContext:
     def __init__(self) -> None:
         self.request_id = ""
         self.started = 0.0
+        #: The ``server.peer.Peer`` at the other end (None outside the server, e.g. in tests).
+        self.peer = None
         self.client_ip = ""
         self.user_agent = ""
         #: The parsed JSON body of an inference request.
@@ -85,9 +92,11 @@ class ContextStage:
         ctx = req.context
         ctx.started = time.monotonic()
         request_id = req.get_header("x-request-id")
-        if not request_id or len(request_id) > _MAX_REQUEST_ID:
+        if request_id is None or not _REQUEST_ID.fullmatch(request_id):
             request_id = new_request_id()
         ctx.request_id = request_id
+        log_request_id.set(request_id)
+        ctx.peer = req.env.get(PEER_KEY)
         ctx.client_ip = req.remote_addr or ""
         ctx.user_agent = req.user_agent or ""
         resp.set_header("x-request-id", request_id)

@@ -7,7 +7,7 @@ import time
 import falcon
 
 from gateway.errors import InvalidRequestError
-from gateway.relay import CLIENT_SOCKET_KEY, SSEStream
+from gateway.relay import SSEStream
 from gateway.resources.respond import inference_headers, json_response
 from gateway.routing import Router
 from providers.base import ChatRequest
@@ -32,15 +32,14 @@ class ChatCompletions:
         self._check(ctx.body)
         request = ChatRequest(ctx.body, ctx.model, self.path)
         if request.stream:
-            answer = self._router.chat_stream(ctx.route, request)
+            answer = self._router.chat_stream(ctx.route, request, ctx.peer)
             label = answer.candidate.label
-            client = req.env.get(CLIENT_SOCKET_KEY)
-            ctx.stream = resp.stream = SSEStream(answer.first, answer.rest, ctx.model, answer.deadline, client, label)
+            ctx.stream = resp.stream = SSEStream(answer.first, answer.rest, ctx.model, answer.deadline, ctx.peer, label)
             resp.content_type = "text/event-stream"
             resp.set_header("Cache-Control", "no-cache")
             inference_headers(resp, label, answer.attempts)
             return
-        answer = self._router.chat(ctx.route, request)
+        answer = self._router.chat(ctx.route, request, ctx.peer)
         body = answer.result.body
         body["model"] = ctx.model
         json_response(resp, body)

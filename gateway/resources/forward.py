@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 
 import falcon
-import ujson
 
-from gateway.relay import CLIENT_SOCKET_KEY, RawStream
-from gateway.resources.respond import dump_json, inference_headers
+from gateway.relay import RawStream
+from gateway.resources.respond import inference_headers
 from gateway.routing import ForwardAnswer, Router
 from providers.base import ForwardRequest
+from providers.jsonio import dumps, loads
 
 __all__ = ["FormForward", "JSONForward", "AUDIO_FILE_LIMIT"]
 
@@ -39,7 +39,7 @@ class JSONForward:
         ctx = req.context
         stream = self._always_stream or ctx.body.get("stream") is True
         request = ForwardRequest(self.capability, self.path, ctx.model, json=ctx.body, stream=stream)
-        _respond(req, resp, self._router.forward(ctx.route, request))
+        _respond(req, resp, self._router.forward(ctx.route, request, ctx.peer))
 
 
 class FormForward:
@@ -58,7 +58,7 @@ class FormForward:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         ctx = req.context
         request = ForwardRequest(self.capability, self.path, ctx.model, form=ctx.form)
-        _respond(req, resp, self._router.forward(ctx.route, request))
+        _respond(req, resp, self._router.forward(ctx.route, request, ctx.peer))
 
 
 def _respond(req: falcon.Request, resp: falcon.Response, answer: ForwardAnswer) -> None:
@@ -67,9 +67,8 @@ def _respond(req: falcon.Request, resp: falcon.Response, answer: ForwardAnswer) 
     label = answer.candidate.label
     resp.content_type = forwarded.content_type
     if forwarded.stream is not None:
-        client = req.env.get(CLIENT_SOCKET_KEY)
         ctx.stream = resp.stream = RawStream(
-            answer.first, forwarded.stream, forwarded.content_type, answer.deadline, client, label
+            answer.first, forwarded.stream, forwarded.content_type, answer.deadline, ctx.peer, label
         )
         resp.set_header("Cache-Control", "no-cache")
         inference_headers(resp, label, answer.attempts)
@@ -83,10 +82,10 @@ def _renamed(body: bytes, content_type: str, model: str) -> bytes:
     if not content_type.startswith("application/json"):
         return body
     try:
-        parsed = ujson.loads(body)
+        parsed = loads(body)
     except ValueError:
         return body
     if not isinstance(parsed, dict) or "model" not in parsed:
         return body
     parsed["model"] = model
-    return dump_json(parsed)
+    return dumps(parsed)

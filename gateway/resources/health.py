@@ -8,8 +8,8 @@ import falcon
 
 from gateway import __version__
 from gateway.observe.metrics import CONTENT_TYPE_LATEST, Metrics
-from gateway.resources.respond import dump_json
 from gateway.stores.sync import RedisSync
+from providers.jsonio import dumps
 
 __all__ = ["Health", "MetricsResource", "Status"]
 
@@ -18,7 +18,7 @@ class Health:
     """``{"gateway": "ok"}``, and ``"redis": "ok" | "error"`` when the gateway syncs from Redis."""
 
     auth = False
-    _BODY = dump_json({"gateway": "ok"})
+    _BODY = dumps({"gateway": "ok"})
 
     def __init__(self, sync: RedisSync | None = None) -> None:
         self._sync = sync
@@ -28,14 +28,14 @@ class Health:
         if self._sync is None:
             resp.data = self._BODY
         else:
-            resp.data = dump_json({"gateway": "ok", "redis": "ok" if self._sync.status == "ok" else "error"})
+            resp.data = dumps({"gateway": "ok", "redis": "ok" if self._sync.status == "ok" else "error"})
 
 
 class Status:
     auth = False
 
     def __init__(self) -> None:
-        self._body = dump_json({"status": "ok", "version": __version__, "pid": os.getpid()})
+        self._body = dumps({"status": "ok", "version": __version__, "pid": os.getpid()})
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = falcon.MEDIA_JSON

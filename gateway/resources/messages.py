@@ -11,7 +11,7 @@ import time
 import falcon
 
 from gateway.anthropic_messages import ChunksToEvents, chat_to_message, error_event, messages_to_chat
-from gateway.relay import CLIENT_SOCKET_KEY, EventStream
+from gateway.relay import EventStream
 from gateway.resources.respond import inference_headers, json_response
 from gateway.routing import Router
 from providers.base import ChatRequest
@@ -31,7 +31,7 @@ class Messages:
         ctx = req.context
         request = ChatRequest(messages_to_chat(ctx.body), ctx.model)
         if request.stream:
-            answer = self._router.chat_stream(ctx.route, request)
+            answer = self._router.chat_stream(ctx.route, request, ctx.peer)
             label = answer.candidate.label
             ctx.stream = resp.stream = EventStream(
                 answer.first,
@@ -39,13 +39,13 @@ class Messages:
                 ChunksToEvents(ctx.model),
                 error_event,
                 answer.deadline,
-                req.env.get(CLIENT_SOCKET_KEY),
+                ctx.peer,
                 label,
             )
             resp.content_type = "text/event-stream"
             resp.set_header("Cache-Control", "no-cache")
             inference_headers(resp, label, answer.attempts)
             return
-        answer = self._router.chat(ctx.route, request)
+        answer = self._router.chat(ctx.route, request, ctx.peer)
         json_response(resp, chat_to_message(answer.result.body, ctx.model))
         inference_headers(resp, answer.candidate.label, answer.attempts, time.monotonic() - ctx.started - answer.upstream_s)

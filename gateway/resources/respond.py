@@ -5,18 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import falcon
-import ujson
 
-__all__ = ["dump_json", "inference_headers", "json_response"]
+from providers.jsonio import dumps
 
-
-def dump_json(obj: Any) -> bytes:
-    return ujson.dumps(obj, escape_forward_slashes=False, ensure_ascii=False).encode()
+__all__ = ["inference_headers", "json_response"]
 
 
 def json_response(resp: falcon.Response, obj: Any) -> None:
     resp.content_type = falcon.MEDIA_JSON
-    resp.data = dump_json(obj)
+    resp.data = dumps(obj)
 
 
 def inference_headers(resp: falcon.Response, provider: str, attempts: int, overhead_s: float | None = None) -> None:

@@ -153,7 +153,8 @@ class TestStreamedMessages:
         text = [e.delta.text for e in events if e.type == "content_block_delta"]
         assert text == [PARTIAL_TEXT]
         assert exc_info.value.body["type"] == "error"
-        assert "Overloaded" in exc_info.value.body["error"]["message"]
+        assert "HTTP 529 from provider" in exc_info.value.body["error"]["message"]
+        assert "Overloaded" not in exc_info.value.body["error"]["message"]
         assert "message_stop" not in [e.type for e in events]
 
 

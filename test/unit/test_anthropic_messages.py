@@ -14,7 +14,7 @@ from gateway.anthropic_messages import (
     messages_to_chat,
 )
 from gateway.errors import InvalidRequestError
-from gateway.sse import SSEDecoder
+from providers.sse import SSEDecoder
 
 MODEL = "my-model"
 

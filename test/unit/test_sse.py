@@ -1,8 +1,11 @@
 """SSE decoding of upstream bytes and the model-name rewrite of relayed chunks."""
 
+import pytest
 import ujson
 
-from gateway.sse import DONE, ModelRewriter, SSEDecoder, error_event, frame
+from gateway.sse import DONE, ModelRewriter, error_event, frame
+from providers.base import ProviderResponseError
+from providers.sse import SSEDecoder
 
 
 class TestSSEDecoder:
@@ -67,3 +70,41 @@ class TestModelRewriter:
 
     def test_chunk_without_model(self):
         assert ModelRewriter("a")(b'{"choices":[]}') == b'{"choices":[]}'
+
+
+class TestSSEDecoderLimits:
+    def test_a_large_event_in_many_small_reads_arrives_whole(self):
+        d = SSEDecoder()
+        payload = b"x" * (2 * 1024 * 1024)
+        raw = b"data: " + payload + b"\n\n"
+        events = []
+        for i in range(0, len(raw), 1024):
+            events += d.feed(raw[i:i + 1024])
+        assert events == [(None, payload)]
+
+    def test_an_unterminated_event_over_the_cap_fails_the_attempt(self):
+        d = SSEDecoder(max_event_bytes=1000)
+        d.feed(b"data: " + b"x" * 900)
+        with pytest.raises(ProviderResponseError):
+            d.feed(b"x" * 200)
+
+    def test_a_complete_event_over_the_cap_fails_the_attempt(self):
+        with pytest.raises(ProviderResponseError):
+            SSEDecoder(max_event_bytes=100).feed(b"data: " + b"x" * 200 + b"\n\n")
+
+    def test_an_event_at_the_cap_is_accepted(self):
+        d = SSEDecoder(max_event_bytes=106)
+        assert d.feed(b"data: " + b"x" * 100 + b"\n\n") == [(None, b"x" * 100)]
+
+    def test_blank_line_split_across_reads(self):
+        d = SSEDecoder()
+        assert d.feed(b"data: a\n") == []
+        assert d.feed(b"\ndata: b\n\n") == [(None, b"a"), (None, b"b")]
+
+    def test_lone_cr_ends_a_line(self):
+        assert SSEDecoder().feed(b"data: a\r\rdata: b\r\r") == [(None, b"a"), (None, b"b")]
+
+    def test_crlf_split_between_reads_is_one_line_end(self):
+        d = SSEDecoder()
+        assert d.feed(b"data: a\r\n\r") == [(None, b"a")]
+        assert d.feed(b"\ndata: b\r\n\r\n") == [(None, b"b")]
