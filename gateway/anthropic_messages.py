@@ -11,7 +11,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.errors import InvalidRequestError, MissingParameterError
+from gateway.errors import InvalidRequestError, MissingParameterError, ProviderAnswerError
+from providers.base import TRANSLATION_ERRORS, unexpected_shape
 from providers.jsonio import dumps, loads
 
 __all__ = [
@@ -290,7 +291,18 @@ def _usage(usage: Any) -> dict[str, int]:
 
 
 def chat_to_message(completion: dict, model: str) -> dict:
-    """Translate an OpenAI ``chat.completion`` into an Anthropic message object, named ``model``."""
+    """Translate an OpenAI ``chat.completion`` into an Anthropic message object, named ``model``.
+
+    Raises:
+        ProviderAnswerError: the completion has a shape no message can be made from.
+    """
+    try:
+        return _chat_to_message(completion, model)
+    except TRANSLATION_ERRORS as e:
+        raise ProviderAnswerError(f"{unexpected_shape('answer', e).public}") from e
+
+
+def _chat_to_message(completion: dict, model: str) -> dict:
     choices = completion.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}

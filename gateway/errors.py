@@ -11,6 +11,7 @@ __all__ = [
     "InvalidRequestError",
     "InvalidJSONError",
     "MissingParameterError",
+    "ProviderAnswerError",
     "ModelNotFoundError",
     "UnsupportedCapabilityError",
     "RequestTimeoutError",
@@ -111,3 +112,9 @@ class ClientClosedError(GatewayError):
     """The client went away before its answer began (nginx's 499): nothing more is done for it."""
 
     status, type, code = 499, "invalid_request_error", "client_closed_request"
+
+
+class ProviderAnswerError(GatewayError):
+    """The provider answered, but with something that cannot be translated for the client."""
+
+    status, type, code = 502, "server_error", "invalid_provider_response"

@@ -21,7 +21,7 @@ import gevent
 
 from gateway.server.peer import ClientDisconnected
 from gateway.sse import DONE, ModelRewriter, error_event, frame
-from providers.base import ProviderError, ProviderTimeout
+from providers.base import TRANSLATION_ERRORS, ProviderError, ProviderTimeout, unexpected_shape
 from providers.jsonio import dumps, loads
 
 if TYPE_CHECKING:
@@ -185,7 +185,10 @@ class EventStream(StreamBody):
     def _events(self, pieces: Iterator[bytes]) -> Iterator[bytes]:
         feed = self._translator.feed
         for payload in pieces:
-            events = feed(loads(payload))
+            try:
+                events = feed(loads(payload))
+            except TRANSLATION_ERRORS as e:
+                raise unexpected_shape("chunk", e) from e
             if events:
                 yield events
         yield self._translator.finish()

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from providers.base import (
+    TRANSLATION_ERRORS,
     Attempt,
     ChatRequest,
     ChatResult,
@@ -21,7 +22,9 @@ from providers.base import (
     ProviderHTTPError,
     ProviderResponseError,
     json_object,
+    non_json_error,
     request_json,
+    unexpected_shape,
 )
 from providers.http import UpstreamClient, UpstreamStream
 from providers.jsonio import dumps, loads
@@ -48,8 +51,6 @@ DEFAULT_API_BASE = "https://api.anthropic.com/v1"
 API_VERSION = "2023-06-01"
 #: ``max_tokens`` is required by Anthropic; used when the client sets neither limit.
 DEFAULT_MAX_TOKENS = 4096
-#: How much of a non-JSON error body a client may see.
-_MESSAGE_LIMIT = 500
 
 #: Anthropic error type -> (OpenAI error type, the HTTP status it comes with when sent in a stream).
 _ERROR_TYPES: Mapping[str, tuple[str, int]] = {
@@ -130,7 +131,11 @@ class AnthropicProvider(Provider):
         status, raw = http.post(self._url, body, self._request_headers(), attempt)
         if status >= 400:
             raise anthropic_error(status, raw)
-        return ChatResult(to_chat_completion(json_object(raw)))
+        answer = json_object(raw)
+        try:
+            return ChatResult(to_chat_completion(answer))
+        except TRANSLATION_ERRORS as e:
+            raise unexpected_shape("answer", e) from e
 
     def chat_stream(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChunkStream:
         body = self._request_body(request, stream=True)
@@ -146,8 +151,7 @@ def anthropic_error(status: int, raw: bytes) -> ProviderHTTPError:
         parsed = None
     error = parsed.get("error") if isinstance(parsed, dict) else None
     if not isinstance(error, dict):
-        text = raw.decode("utf-8", "replace").strip()[:_MESSAGE_LIMIT] if raw else ""
-        return ProviderHTTPError(status, text or f"upstream answered HTTP {status}", raw=raw)
+        return non_json_error(status, raw)
     kind = error.get("type")
     message = error.get("message")
     mapped = _ERROR_TYPES.get(kind) if isinstance(kind, str) else None
@@ -498,7 +502,11 @@ def stream_anthropic(upstream: UpstreamStream, include_usage: bool = False) -> C
         for data in upstream:
             for _name, payload in decoder.feed(data):
                 if not translator.done:
-                    yield from translator.event(payload)
+                    try:
+                        chunks = translator.event(payload)
+                    except TRANSLATION_ERRORS as e:
+                        raise unexpected_shape("event", e) from e
+                    yield from chunks
         if not translator.done:
             raise ProviderConnectionError("upstream stream ended before message_stop")
     finally:

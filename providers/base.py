@@ -29,8 +29,11 @@ __all__ = [
     "ProviderHTTPError",
     "ProviderResponseError",
     "ProviderTimeout",
+    "TRANSLATION_ERRORS",
     "json_object",
+    "non_json_error",
     "request_json",
+    "unexpected_shape",
 ]
 
 #: What a streaming call yields: the JSON payload of each event (the bytes after ``data: ``),
@@ -123,6 +126,23 @@ class ProviderHTTPError(ProviderError):
     @property
     def rate_limited(self) -> bool:
         return self.status == 429
+
+
+def non_json_error(status: int, raw: bytes) -> ProviderHTTPError:
+    """An error answer whose body is not the provider's JSON (a proxy's HTML page, a stack trace): its
+    text is kept in ``raw`` only, for debug logs, since it may name internal hosts."""
+    detail = " with a body that is not JSON" if raw and raw.strip() else ""
+    return ProviderHTTPError(status, f"upstream answered HTTP {status}{detail}", raw=raw)
+
+
+#: What translating an upstream answer of an unexpected shape raises (a string where an object was
+#: expected, a missing key...): caught where a translation is called and turned into ``unexpected_shape``.
+TRANSLATION_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError)
+
+
+def unexpected_shape(what: str, error: Exception) -> ProviderResponseError:
+    """The attempt's failure when ``what`` (an answer, an event) could not be translated."""
+    return ProviderResponseError(f"upstream {what} has an unexpected shape ({type(error).__name__}: {error})")
 
 
 def json_object(raw: bytes) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from providers.base import (
     ProviderConnectionError,
     ProviderHTTPError,
     json_object,
+    non_json_error,
     request_json,
 )
 from providers.http import UpstreamClient, UpstreamStream
@@ -56,8 +57,6 @@ PATHS = {
 }
 _PATHS = tuple(PATHS.values())
 CAPABILITIES = frozenset(PATHS)
-#: How much of a non-JSON error body a client may see.
-_MESSAGE_LIMIT = 500
 
 
 def openai_error(status: int, raw: bytes) -> ProviderHTTPError:
@@ -82,8 +81,7 @@ def openai_error(status: int, raw: bytes) -> ProviderHTTPError:
     if isinstance(parsed, dict) and isinstance(parsed.get("detail"), str):
         # FastAPI-based runtimes (vLLM's older versions, TGI) answer {"detail": "..."}.
         return ProviderHTTPError(status, parsed["detail"], raw=raw)
-    text = raw.decode("utf-8", "replace").strip()[:_MESSAGE_LIMIT] if raw else ""
-    return ProviderHTTPError(status, text or f"upstream answered HTTP {status}", raw=raw)
+    return non_json_error(status, raw)
 
 
 def parse_json_answer(status: int, raw: bytes) -> dict[str, Any]:

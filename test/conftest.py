@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from upstream import Upstream, free_port
 from upstream_anthropic import AnthropicUpstream
 from upstream_azure import AzureUpstream
+from upstream_raw import RawUpstream
 
 from providers.http import CLIENT_KINDS
 
@@ -234,10 +235,18 @@ def anthropic_upstream() -> Iterator[AnthropicUpstream]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def raw_upstream() -> Iterator[RawUpstream]:
+    """An upstream whose answers, per model name, are bytes a test scripts (faulty, oversized, ill-typed)."""
+    server = RawUpstream().start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_provider_upstream_records(request: pytest.FixtureRequest) -> None:
-    """As ``_fresh_upstream_records``, for the Azure and Anthropic upstreams."""
-    for name in ("azure_upstream", "anthropic_upstream"):
+    """As ``_fresh_upstream_records``, for the Azure, Anthropic and raw upstreams."""
+    for name in ("azure_upstream", "anthropic_upstream", "raw_upstream"):
         if name in request.fixturenames:
             request.getfixturevalue(name).clear()
 

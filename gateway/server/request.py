@@ -116,9 +116,9 @@ class RequestParser:
         else:
             if req is not None and req is self._parsing and not req.head_done:
                 req.head_fed += len(data)
-                limits = self._limits
-                if req.head_fed > limits.max_head_bytes + limits.max_request_line:
-                    self._fail(Refusal(431, _too_large(limits), "headers_too_large"))
+                # NOTE: a bound on memory, not an exact count: the read the head began in is not counted.
+                if req.head_fed > self._limits.max_head_bytes:
+                    self._fail(Refusal(431, _too_large(self._limits), "headers_too_large"))
 
     def _fail(self, refusal: Refusal) -> None:
         self.dead = True

@@ -550,7 +550,8 @@ class TestErrors:
 
     def test_non_json_error_body_keeps_its_text(self):
         error = anthropic_error(502, b"<html>Bad Gateway</html>")
-        assert (error.status, str(error)) == (502, "<html>Bad Gateway</html>")
+        assert (error.status, str(error)) == (502, "upstream answered HTTP 502 with a body that is not JSON")
+        assert error.raw == b"<html>Bad Gateway</html>", "kept for debug logs only"
 
 
 class TestProvider:

@@ -37,9 +37,10 @@ class TestOpenAIErrorMapping:
     def test_detail_body(self):
         assert str(openai_error(422, b'{"detail":"nope"}')) == "nope"
 
-    def test_non_json_body(self):
-        e = openai_error(503, b"<html>down</html>")
-        assert str(e) == "<html>down</html>" and e.retryable
+    def test_non_json_body_is_not_copied_into_the_message(self):
+        e = openai_error(503, b"<html>down at 10.1.2.3</html>")
+        assert str(e) == "upstream answered HTTP 503 with a body that is not JSON" and e.retryable
+        assert e.raw == b"<html>down at 10.1.2.3</html>"
 
     def test_empty_body(self):
         assert str(openai_error(500, b"")) == "upstream answered HTTP 500"
