@@ -5,6 +5,8 @@
 - ``error``: always fails as an upstream 500 would.
 - ``flaky``: the 1st, 3rd, 5th, ... call fails as a 500; the others succeed.
 - ``rate_limit``: always fails as a 429.
+- ``block-MS``: holds the worker's hub (no greenlet runs) for MS milliseconds, as CPU-bound or
+  blocking code would; for tests of the heartbeat that replaces such a worker.
 - anything else: a fixed text.
 
 It serves chat, legacy completions (``/completions``) and embeddings (a small vector derived from
@@ -67,6 +69,10 @@ class DummyProvider(Provider):
             raise ProviderHTTPError(429, "dummy provider rate limit", type_="rate_limit_error", code="rate_limit_exceeded")
         if behaviour == "slow":
             gevent.sleep(SLOW_DELAY_S)
+        if behaviour.startswith("block-") and behaviour[6:].isdigit():
+            until = time.monotonic() + int(behaviour[6:]) / 1000.0
+            while time.monotonic() < until:
+                pass  # NOTE: deliberately never yields
         if behaviour == "echo":
             return _last_user_text(request.body.get("messages"))
         return DEFAULT_TEXT

@@ -29,10 +29,12 @@ from gateway.config.loader import ConfigError
 from gateway.config.schema import Config, GatewaySettings
 from gateway.server.request import ServerLimits
 
-__all__ = ["ServePlan", "serve"]
+__all__ = ["STOP_SIGNALS", "ServePlan", "serve"]
 
 log = logging.getLogger("gateway.master")
 
+#: The signals a worker must not miss while it boots.
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
 #: Listen backlog; the kernel caps it at net.core.somaxconn.
 _BACKLOG = 4096
 #: How long the master waits beyond shutdown_timeout_s before it kills a draining worker.
@@ -164,6 +166,16 @@ class GatewayArbiter(Arbiter):
         raise StopIteration
 
     handle_int = handle_term
+
+    def spawn_worker(self):
+        # NOTE: a stop signal that reaches a new worker before it has its own handlers would run the
+        # master's (queue it in the child's copy of the arbiter) and be lost: the worker keeps the
+        # signals blocked until GatewayWorker.init_signals has installed its handlers.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            return super().spawn_worker()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def reload(self) -> None:
         try:

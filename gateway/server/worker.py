@@ -14,6 +14,7 @@ import gevent
 import gevent.event
 from gunicorn.workers.ggevent import GeventPyWSGIWorker
 
+from gateway.server.master import STOP_SIGNALS
 from gateway.server.wsgi import GatewayServer
 
 __all__ = ["GatewayWorker"]
@@ -32,6 +33,8 @@ class GatewayWorker(GeventPyWSGIWorker):
         # (one process group): like SIGTERM, a first SIGINT drains and a second one quits.
         for sig in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(sig, self._on_stop_signal, sig)
+        # Blocked by the master around fork (GatewayArbiter.spawn_worker): one sent meanwhile arrives now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
     def _on_stop_signal(self, sig: int) -> None:
         if self.alive:
