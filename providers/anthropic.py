@@ -116,7 +116,11 @@ class AnthropicProvider(Provider):
         return headers
 
     def _request_body(self, request: ChatRequest, stream: bool) -> bytes:
-        body = to_messages_request(request.body, self.config.model_name, self._default_max_tokens)
+        try:
+            body = to_messages_request(request.body, self.config.model_name, self._default_max_tokens)
+        except TRANSLATION_ERRORS as e:
+            # NOTE: the client's request, of a shape the checks above it missed: its error, not the provider's.
+            raise _bad_request(f"the request cannot be expressed for Anthropic ({type(e).__name__})", "messages") from e
         # The method called decides, not the client's body: routing calls chat_stream only for streams.
         if stream:
             body["stream"] = True
@@ -185,7 +189,10 @@ def to_messages_request(body: Mapping[str, Any], model_name: str, default_max_to
     """
     system: list[str] = []
     messages: list[dict[str, Any]] = []
-    for i, message in enumerate(body.get("messages") or ()):
+    given = body.get("messages") or []
+    if not isinstance(given, list):
+        raise _bad_request("messages must be an array", "messages")
+    for i, message in enumerate(given):
         if not isinstance(message, dict):
             raise _bad_request("each message must be an object", f"messages[{i}]")
         role = message.get("role")
@@ -316,6 +323,8 @@ def _add_tools(body: Mapping[str, Any], out: dict[str, Any]) -> None:
     tools = body.get("tools")
     if not tools:
         return
+    if not isinstance(tools, list):
+        raise _bad_request("tools must be an array", "tools")
     converted = []
     for i, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, dict) and tool.get("type") == "function" else None

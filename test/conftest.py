@@ -16,6 +16,7 @@ from pathlib import Path
 import openai
 import pytest
 from configs import toml_value
+from hypothesis import HealthCheck, settings
 from prometheus_client.parser import text_string_to_metric_families
 from upstream import Upstream, free_port
 from upstream_anthropic import AnthropicUpstream
@@ -36,6 +37,16 @@ _READY_POLL_S = 0.05
 _LOG_TAIL_CHARS = 8000
 
 _RUNNING = pytest.StashKey[list]()
+
+# The fuzz suites: the same bounded set of cases on every run (CI must not pass one day and fail the
+# next), no example database left behind, no per-case deadline on a busy machine.
+settings.register_profile(
+    "budgateway", derandomize=True, database=None, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
+# ``BUDGATEWAY_FUZZ=explore`` runs new random cases, ten times as many, for a session spent hunting.
+settings.register_profile("explore", parent=settings.get_profile("budgateway"), derandomize=False)
+settings.load_profile(os.environ.get("BUDGATEWAY_FUZZ", "budgateway"))
 
 
 class RawResponse:

@@ -100,3 +100,7 @@ class ContextStage:
         ctx.client_ip = req.remote_addr or ""
         ctx.user_agent = req.user_agent or ""
         resp.set_header("x-request-id", request_id)
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
+        # Whatever the method: a 405 on /v1/messages is answered in Anthropic's shape too.
+        req.context.error_format = getattr(resource, "error_format", None)

@@ -61,7 +61,6 @@ class ResolveStage:
         if capability is None or req.method != "POST":
             return
         ctx = req.context
-        ctx.error_format = getattr(resource, "error_format", None)
         if getattr(resource, "body_kind", "json") == "multipart":
             form = ctx.form = self._read_form(req, getattr(resource, "max_file_bytes", None))
             body = {name: value for name, value in form.fields}

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 
 import pytest
 import ujson
+from fakes import FakeClient, FakeStream
 
 from gateway.config.schema import ProviderConfig, TimeoutsConfig
 from providers.anthropic import (
@@ -26,7 +26,6 @@ from providers.base import (
     ProviderResponseError,
 )
 from providers.credentials import Credential, Secret
-from providers.http import UpstreamClient, UpstreamStream
 
 MODEL = "claude-test-1"
 KEY = "sk-ant-test"
@@ -48,46 +47,6 @@ def _config(**options: object) -> ProviderConfig:
 
 def _provider(**options: object) -> AnthropicProvider:
     return AnthropicProvider(_config(**options), Credential("dynamic::anthropic", {"anthropic": Secret(KEY)}))
-
-
-class FakeStream(UpstreamStream):
-    """An upstream streamed answer from fixed byte pieces; records whether it was closed."""
-
-    def __init__(self, pieces: list[bytes], status: int = 200) -> None:
-        self.status = status
-        self.content_type = "text/event-stream"
-        self._pieces = pieces
-        self.closed = False
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self._pieces
-
-    def read_all(self) -> bytes:
-        return b"".join(self._pieces)
-
-    def close(self) -> None:
-        self.closed = True
-
-
-class FakeClient(UpstreamClient):
-    """Answers every request with a fixed status and body (or stream) and records what was sent."""
-
-    def __init__(self, status: int = 200, body: bytes = b"", stream: FakeStream | None = None) -> None:
-        self._answer = (status, body)
-        self._stream = stream
-        self.sent: list[tuple[str, dict, Mapping[str, str]]] = []
-
-    def post(self, url: str, body: bytes, headers: Mapping[str, str], attempt: Attempt) -> tuple[int, bytes]:
-        self.sent.append((url, ujson.loads(body), headers))
-        return self._answer
-
-    def post_stream(self, url: str, body: bytes, headers: Mapping[str, str], attempt: Attempt) -> FakeStream:
-        self.sent.append((url, ujson.loads(body), headers))
-        assert self._stream is not None
-        return self._stream
-
-    def close(self) -> None:
-        pass
 
 
 def _translate(body: dict) -> dict:

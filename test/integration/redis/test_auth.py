@@ -100,8 +100,13 @@ def _chat(gw, key: str | None, model: str):
 
 
 def _error(resp) -> dict:
-    error = resp.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}, error
+    """The error of an answer: OpenAI's shape, or Anthropic's ({"type": "error", ...}) on /v1/messages."""
+    body = resp.json()
+    error = body["error"]
+    if body.get("type") == "error":
+        assert set(error) == {"message", "type"}, error
+    else:
+        assert set(error) == {"message", "type", "param", "code"}, error
     return error
 
 
@@ -199,6 +204,8 @@ class TestRejections:
     def test_every_inference_route_and_models_need_a_key(self, gw, method, path):
         resp = gw.request(method, path, {"model": "gpt-test"} if method == "POST" else None)
         assert (resp.status, _error(resp)["message"]) == (401, "Missing authorization header"), path
+        if path == "/v1/messages":
+            assert resp.json()["type"] == "error", "Anthropic's SDK reads its own error shape"
 
     @pytest.mark.parametrize("path", OPEN_PATHS)
     def test_health_status_and_metrics_stay_open(self, gw, path):
