@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from load import wrk_max  # noqa: E402
-from procs import Procs, free_port  # noqa: E402
+from procs import Procs, free_port, worker_pids  # noqa: E402
 from run import CHAT_BODY, RESULTS  # noqa: E402
 
 
@@ -58,7 +58,7 @@ def main() -> int:
         procs.nginx(mock, proxy)
         procs.stream_mock(stream)
         port = free_port()
-        pid = procs.gateway("gw-profile", port, mock, stream, [], client=args.client, workers=1)
+        pid = worker_pids(procs.gateway("gw-profile", port, mock, stream, [], client=args.client, workers=1))[0]
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         load = threading.Thread(target=wrk_max, args=("profile", url, CHAT_BODY, 16, args.seconds + 4))
         load.start()

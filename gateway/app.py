@@ -12,7 +12,7 @@ from gateway.anthropic_messages import error_json as anthropic_error_json
 from gateway.catalog import Catalog
 from gateway.config.loader import auth_enabled
 from gateway.config.schema import Config
-from gateway.errors import GatewayError, error_body
+from gateway.errors import GatewayError, ProviderAnswerError, error_body
 from gateway.observe.metrics import Metrics
 from gateway.pipeline.auth import AuthStage
 from gateway.pipeline.context import ContextStage, GatewayRequest
@@ -30,6 +30,7 @@ from gateway.stores.sync import RedisSync, connect
 from providers.base import Provider
 from providers.credentials import Secret
 from providers.http import UpstreamClient, UpstreamLimits, create_client
+from providers.jsonio import NonFiniteNumberError
 
 __all__ = ["create_app"]
 
@@ -111,6 +112,7 @@ def create_app(
     app.add_route("/metrics", MetricsResource(metrics))
 
     app.add_error_handler(Exception, _handle_unexpected)
+    app.add_error_handler(NonFiniteNumberError, _handle_non_finite)
     app.add_error_handler(falcon.HTTPError, _handle_falcon_error)
     app.add_error_handler(GatewayError, _handle_gateway_error)
     return app
@@ -147,6 +149,13 @@ def _handle_falcon_error(req: falcon.Request, resp: falcon.Response, ex: falcon.
         message = ex.description or ex.title or "request failed"
     type_ = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     _respond(resp, status, _error_bytes(req, status, message, type_, _CODES.get(status)), ex.headers)
+
+
+def _handle_non_finite(req: falcon.Request, resp: falcon.Response, ex: NonFiniteNumberError, params: dict) -> None:
+    # Only a provider's answer can carry one this far (a request's is refused before it is sent).
+    log.warning("a provider's answer holds a number JSON cannot carry (NaN or infinity)")
+    error = ProviderAnswerError("The provider's answer holds a number JSON cannot carry (NaN or Infinity)")
+    _handle_gateway_error(req, resp, error, params)
 
 
 def _handle_unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:

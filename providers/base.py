@@ -6,7 +6,7 @@ import abc
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from providers.jsonio import NonFiniteNumberError, check_finite, dumps, loads
+from providers.jsonio import NonFiniteNumberError, dumps, loads
 
 if TYPE_CHECKING:
     from gateway.config.schema import ProviderConfig
@@ -146,10 +146,13 @@ def unexpected_shape(what: str, error: Exception) -> ProviderResponseError:
 
 
 def json_object(raw: bytes) -> dict[str, Any]:
-    """A successful answer's JSON object, or the ``ProviderResponseError`` that a bad one means."""
+    """A successful answer's JSON object, or the ``ProviderResponseError`` that a bad one means.
+
+    NOTE: a NaN or infinity in it (ujson reads both) is caught where it would be written out again
+    (``jsonio.dumps`` raises; the app answers 502), so the common answer is not serialised twice.
+    """
     try:
         body = loads(raw)
-        check_finite(body)
     except ValueError:
         raise ProviderResponseError("upstream answered with invalid JSON", raw=raw) from None
     if not isinstance(body, dict):

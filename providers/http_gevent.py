@@ -1,8 +1,9 @@
-"""The upstream client on geventhttpclient: its connection pools and C response parser, our request head.
+"""The upstream client on geventhttpclient: its connection pools (connect, TLS, timeouts), our request and answer.
 
 geventhttpclient's ``HTTPClient.request`` rebuilds the request head through its multi-dict headers on
-every call, the largest part of its cost here; this client writes the head itself (a prebuilt prefix
-per URL) and sends head and body in one write, then lets the library parse the answer.
+every call, and its response parser calls four Python methods per header into that multi-dict: the
+largest parts of its cost here. This client writes the head itself (a prebuilt prefix per URL, head and
+body in one write) and reads the answer with llhttp through httptools, keeping only the headers it uses.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import socket
 import time
 from collections.abc import Iterator, Mapping
 
+import httptools
 from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
-from geventhttpclient.response import HTTPParseError, HTTPSocketPoolResponse
 from geventhttpclient.url import URL
 
 from providers.base import Attempt, ProviderConnectionError, ProviderError, ProviderTimeout
@@ -30,7 +31,7 @@ from providers.http import (
 
 __all__ = ["GeventClient", "GeventStream"]
 
-_ERRORS = (OSError, HTTPParseError)
+_ERRORS = (OSError, httptools.HttpParserError)
 
 
 def _translate(e: BaseException) -> ProviderError:
@@ -39,8 +40,8 @@ def _translate(e: BaseException) -> ProviderError:
         return ProviderTimeout("upstream read or connect timed out")
     if isinstance(e, ConnectionRefusedError):
         return ProviderConnectionError("connection refused")
-    if isinstance(e, HTTPParseError):
-        return ProviderConnectionError(f"invalid HTTP from upstream ({type(e).__name__})")
+    if isinstance(e, httptools.HttpParserError):
+        return ProviderConnectionError(f"invalid HTTP from upstream ({e})")
     reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
     return ProviderConnectionError(f"connection failed: {reason}")
 
@@ -48,6 +49,113 @@ def _translate(e: BaseException) -> ProviderError:
 def _set_socket_options(sock: socket.socket) -> None:
     for level, option, value in SOCKET_OPTIONS:
         sock.setsockopt(level, option, value)
+
+
+class _Answer:
+    """One upstream answer on a pooled connection: status and the headers we use, then the body as it comes.
+
+    The connection goes back to the pool only when the body was read to its end and the upstream
+    keeps it alive; otherwise it is closed.
+    """
+
+    __slots__ = ("_sock", "_pool", "_parser", "status", "content_type", "length", "_until_close", "_head",
+                 "_body", "complete", "_keep")
+
+    def __init__(self, sock: socket.socket, pool: ConnectionPool) -> None:
+        self._sock = sock
+        self._pool = pool
+        self._parser = httptools.HttpResponseParser(self)
+        self.status = 0
+        self.content_type = "application/octet-stream"
+        #: Content-Length, when the upstream sent one.
+        self.length: int | None = None
+        #: Neither a length nor chunked: the body ends when the upstream closes (RFC 9112, section 6.3).
+        self._until_close = False
+        self._head = False
+        self._body: list[bytes] = []
+        self.complete = False
+        self._keep = False
+
+    def read_head(self) -> None:
+        while not self._head:
+            data = self._sock.recv(READ_SIZE)
+            if not data:
+                raise ProviderConnectionError("upstream closed the connection before its answer")
+            self._parser.feed_data(data)
+
+    # --- llhttp callbacks ----------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.length = None
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) == 12 and name.lower() == b"content-type":
+            self.content_type = value.decode("latin-1")
+        elif len(name) == 14 and name.lower() == b"content-length":
+            self.length = int(value)  # llhttp has checked it is digits
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status >= 200:  # NOTE: an interim 1xx answer is followed by the real one
+            self.status = status
+            self._head = True
+            self._until_close = self.length is None and not self._parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._head:
+            self.complete = True
+            self._keep = self._parser.should_keep_alive()
+
+    # --- the body --------------------------------------------------------------------------------------
+
+    def pieces(self) -> Iterator[bytes]:
+        """The body as it arrives."""
+        body = self._body
+        feed = self._parser.feed_data
+        recv = self._sock.recv
+        while True:
+            if body:
+                data = b"".join(body) if len(body) > 1 else body[0]
+                body.clear()
+                yield data
+                continue
+            if self.complete:
+                return
+            data = recv(READ_SIZE)
+            if not data:
+                if self._until_close:
+                    self.complete = True
+                    return
+                raise ProviderConnectionError("upstream closed the connection before the end of the body")
+            feed(data)
+
+    def read(self, limit: int) -> bytes:
+        """The whole body, or ``over_limit`` as soon as it is known to be larger."""
+        if self.length is not None and self.length > limit:
+            raise over_limit(limit)
+        if self.complete:
+            body = self._body
+            return body[0] if len(body) == 1 else b"".join(body)
+        size = 0
+        pieces = []
+        for piece in self.pieces():
+            size += len(piece)
+            if size > limit:
+                raise over_limit(limit)
+            pieces.append(piece)
+        return b"".join(pieces)
+
+    def release(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        if self.complete and self._keep:
+            self._pool.return_socket(sock)
+        else:
+            self._pool.release_socket(sock)
 
 
 class GeventClient(UpstreamClient):
@@ -86,7 +194,7 @@ class GeventClient(UpstreamClient):
         target = self._targets[url] = (pool, prefix.encode("latin-1"))
         return target
 
-    def _send(self, url: str, body: Body, headers: Mapping[str, str]) -> HTTPSocketPoolResponse:
+    def _send(self, url: str, body: Body, headers: Mapping[str, str]) -> _Answer:
         """Write the request and read the response head; the response owns the connection from then on."""
         pool, prefix = self._target(url)
         head = "".join([f"{name}: {value}\r\n" for name, value in headers.items()]).encode("latin-1")
@@ -100,20 +208,21 @@ class GeventClient(UpstreamClient):
                 sock.sendall(head)
                 for piece in body:
                     sock.sendall(piece)
+            answer = _Answer(sock, pool)
+            answer.read_head()
         except BaseException:
             pool.release_socket(sock)
             raise
-        # On any failure (a timeout included) the response closes the socket and frees its pool slot.
-        return HTTPSocketPoolResponse(sock, pool, block_size=READ_SIZE, method="POST")
+        return answer
 
     def post(self, url: str, body: Body, headers: Mapping[str, str], attempt: Attempt) -> tuple[int, bytes]:
         started = time.monotonic()
         try:
-            resp = self._send(url, body, headers)
+            answer = self._send(url, body, headers)
             try:
-                return resp.status_code, _read_body(resp, self.limits.max_body_bytes)
+                return answer.status, answer.read(self.limits.max_body_bytes)
             finally:
-                resp.release()
+                answer.release()
         except _ERRORS as e:
             raise _translate(e) from e
         finally:
@@ -122,12 +231,12 @@ class GeventClient(UpstreamClient):
     def post_stream(self, url: str, body: Body, headers: Mapping[str, str], attempt: Attempt) -> GeventStream:
         started = time.monotonic()
         try:
-            resp = self._send(url, body, headers)
+            answer = self._send(url, body, headers)
         except _ERRORS as e:
             raise _translate(e) from e
         finally:
             attempt.upstream_s += time.monotonic() - started
-        return GeventStream(resp, self.limits)
+        return GeventStream(answer, self.limits)
 
     def close(self) -> None:
         for pool in self._pools.values():
@@ -136,69 +245,30 @@ class GeventClient(UpstreamClient):
         self._targets.clear()
 
 
-def _read_body(resp: HTTPSocketPoolResponse, limit: int) -> bytes:
-    """The whole body, or ``over_limit`` as soon as it is known to be larger (the connection is dropped)."""
-    length = resp.content_length
-    if length is not None and length <= limit:
-        return resp.read()
-    if length is not None:
-        raise over_limit(limit)
-    data = bytearray()
-    for piece in _pieces(resp):
-        data += piece
-        if len(data) > limit:
-            raise over_limit(limit)
-    return bytes(data)
-
-
-def _pieces(resp: HTTPSocketPoolResponse) -> Iterator[bytes]:
-    """The body as it arrives.
-
-    NOTE: geventhttpclient's read(n) waits for n bytes; a stream needs each piece as it comes, so this
-    loop does what read() does inside, minus the wait: recv once, parse, hand over.
-    """
-    buffer = resp._body_buffer
-    while True:
-        if buffer:
-            data = bytes(buffer)
-            del buffer[:]
-            yield data
-            continue
-        if resp.message_complete:
-            return
-        sock = resp._sock
-        if sock is None:
-            raise ProviderConnectionError("upstream closed the connection before the end of the body")
-        data = sock.recv(READ_SIZE)
-        resp.feed(data)
-        if not data and not resp.message_complete:
-            raise ProviderConnectionError("upstream closed the connection before the end of the body")
-
-
 class GeventStream(UpstreamStream):
-    __slots__ = ("_resp", "_limits", "status", "content_type", "max_event_bytes")
+    __slots__ = ("_answer", "_limits", "status", "content_type", "max_event_bytes")
 
-    def __init__(self, resp: HTTPSocketPoolResponse, limits: UpstreamLimits) -> None:
-        self._resp = resp
+    def __init__(self, answer: _Answer, limits: UpstreamLimits) -> None:
+        self._answer = answer
         self._limits = limits
-        self.status = resp.status_code
-        self.content_type = resp.get("content-type") or "application/octet-stream"
+        self.status = answer.status
+        self.content_type = answer.content_type
         self.max_event_bytes = limits.max_event_bytes
 
     def read_all(self) -> bytes:
         try:
-            return _read_body(self._resp, self._limits.max_body_bytes)
+            return self._answer.read(self._limits.max_body_bytes)
         except _ERRORS as e:
             raise _translate(e) from e
         finally:
-            self._resp.release()
+            self._answer.release()
 
     def __iter__(self) -> Iterator[bytes]:
         try:
-            yield from _pieces(self._resp)
+            yield from self._answer.pieces()
         except _ERRORS as e:
             raise _translate(e) from e
 
     def close(self) -> None:
-        # Back to the pool when the body was read to its end; geventhttpclient closes it otherwise.
-        self._resp.release()
+        # Back to the pool when the body was read to its end; closed otherwise.
+        self._answer.release()

@@ -12,7 +12,7 @@ from typing import Any
 
 import ujson
 
-__all__ = ["NonFiniteNumberError", "check_finite", "dumps", "loads"]
+__all__ = ["NonFiniteNumberError", "dumps", "loads"]
 
 
 class NonFiniteNumberError(ValueError):
@@ -39,11 +39,3 @@ def dumps(value: Any) -> bytes:
 def loads(raw: bytes | str) -> Any:
     """Parse JSON; raises ``ValueError`` when it is not JSON."""
     return ujson.loads(raw)
-
-
-def check_finite(value: Any) -> None:
-    """Raise ``NonFiniteNumberError`` if ``value`` holds NaN or an infinity (ujson parses both)."""
-    try:
-        ujson.dumps(value, allow_nan=False)
-    except OverflowError:
-        raise NonFiniteNumberError("a number is NaN, Infinity or out of range") from None

@@ -188,11 +188,11 @@ class TestNumbers:
         assert gw.request("POST", "/v1/chat/completions", body).status == 200
         assert upstream.requests[-1].body["seed"] == 123456789012345678901234567890
 
-    def test_an_answer_with_nan_fails_the_attempt(self, gw, upstream):
+    def test_an_answer_with_nan_is_502_never_invalid_json(self, gw, upstream):
         resp = gw.request("POST", "/v1/chat/completions", {"model": "nan-answer", "messages": MESSAGES})
-        assert resp.status == 200
-        assert resp.headers["x-budgateway-provider"] == "nan-answer/backup"
-        assert b"NaN" not in resp.body
+        assert resp.status == 502
+        strict = json.loads(resp.body, parse_constant=lambda c: pytest.fail(f"{c} in the answer"))
+        assert strict["error"]["code"] == "invalid_provider_response"
 
 
 class TestEventCap:
