@@ -57,7 +57,7 @@ class Connection:
     """pywsgi's ``handler_class``: serves one connection until it closes."""
 
     __slots__ = (
-        "socket", "client_address", "server", "_parser", "_base", "_watcher", "_idle_since",
+        "socket", "client_address", "server", "_parser", "_base", "_watcher", "_timers", "_idle_since",
         "_status", "_headers", "_sent", "_close",
     )
 
@@ -66,6 +66,8 @@ class Connection:
         self.client_address = address
         self.server = server
         self._watcher = None
+        #: The idle wait's timers, by length (at most two: a new connection's, and keep-alive's).
+        self._timers: dict[float, gevent.Timeout] = {}
         self._idle_since = 0.0
         self._status: str | None = None
         self._headers: list[tuple[str, str]] | None = None
@@ -93,6 +95,8 @@ class Connection:
         finally:
             if self._watcher is not None:
                 self._watcher.close()
+            for timer in self._timers.values():
+                timer.close()
 
     def _serve_all(self) -> None:
         queue = self._parser.queue
@@ -161,10 +165,13 @@ class Connection:
         watcher = self._watcher
         if watcher is None:
             watcher = self._watcher = hub.loop.io(self.socket.fileno(), 1)
+        # PERF: a timer per connection, restarted for each wait, not one made per request.
+        timer = self._timers.get(timeout)
+        if timer is None:
+            timer = self._timers[timeout] = gevent.Timeout(timeout, _Idle)
         server = self.server
         self._idle_since = time.monotonic()
         server.idle.add(self)
-        timer = gevent.Timeout(timeout, _Idle)
         timer.start()
         try:
             hub.wait(watcher)
@@ -172,7 +179,7 @@ class Connection:
         except _Idle:
             return False
         finally:
-            timer.close()
+            timer.cancel()
             server.idle.discard(self)
 
     def close_if_idle(self, idle_s: float) -> None:

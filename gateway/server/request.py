@@ -45,6 +45,7 @@ _HOST, _LENGTH, _CODING, _EXPECT = "HTTP_HOST", "CONTENT_LENGTH", "HTTP_TRANSFER
 _CHECKED = frozenset({_HOST, _LENGTH, _CODING, _EXPECT})
 #: CGI's names for the two headers the environ holds without the HTTP_ prefix.
 _UNPREFIXED = {b"CONTENT_TYPE": "CONTENT_TYPE", b"CONTENT_LENGTH": "CONTENT_LENGTH"}
+_PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 #: Distinct header names whose environ key is remembered; more are computed each time.
 _KEY_CACHE_SIZE = 512
 
@@ -52,23 +53,14 @@ _KEY_CACHE_SIZE = 512
 class Request:
     """What the connection knows of one request: its environ, the state of its head and body."""
 
-    __slots__ = (
-        "env", "url", "started", "fields", "head_bytes", "head_fed", "hosts", "head_done", "complete", "body",
-        "keep_alive", "version", "expect_continue", "continued", "error", "upgrade",
-    )
+    __slots__ = ("env", "url", "started", "head_done", "complete", "body", "keep_alive", "version",
+                 "expect_continue", "continued", "error", "upgrade")
 
     def __init__(self, env: dict) -> None:
         self.env = env
         self.url = b""
         #: ``time.monotonic()`` at its first byte: the head must be complete within header_timeout_s.
         self.started = time.monotonic()
-        self.fields = 0
-        #: The sizes of its request line and header fields, as llhttp hands them over.
-        self.head_bytes = 0
-        #: Bytes fed while its head was incomplete from the start to the end of a read: what llhttp
-        #: may be holding of a field not yet ended (a slow client's endless header line).
-        self.head_fed = 0
-        self.hosts = 0
         self.head_done = False
         self.complete = False
         #: Body bytes parsed and not yet read by the app.
@@ -85,9 +77,15 @@ class Request:
 
 
 class RequestParser:
-    """Feeds a connection's bytes to llhttp; each request found goes on ``queue`` in order (pipelining)."""
+    """Feeds a connection's bytes to llhttp; each request found goes on ``queue`` in order (pipelining).
 
-    __slots__ = ("queue", "_parser", "_parsing", "_base", "_limits", "_keys", "dead")
+    The counts of the head being parsed live here (one head is parsed at a time): its fields, their
+    sizes as llhttp hands them over, its Host headers, and the bytes fed while it was incomplete from
+    the start to the end of a read, which bounds what llhttp may hold of a field not yet ended.
+    """
+
+    __slots__ = ("queue", "_parser", "_parsing", "_base", "_limits", "_keys", "dead", "_fields", "_head_bytes",
+                 "_head_fed", "_hosts", "_max_field", "_max_fields", "_max_head")
 
     def __init__(self, base_env: Mapping, limits: ServerLimits, keys: dict[bytes, str | None]) -> None:
         self.queue: deque[Request] = deque()
@@ -99,10 +97,14 @@ class RequestParser:
         self._keys = keys
         #: The parser stopped (an error or an upgrade): nothing more is read from this connection.
         self.dead = False
+        self._fields = self._head_bytes = self._head_fed = self._hosts = 0
+        self._max_field = limits.max_header_bytes
+        self._max_fields = limits.max_headers
+        self._max_head = limits.max_head_bytes
 
     def feed(self, data: bytes) -> None:
         req = self._parsing
-        if req is not None and (req.head_done or req.complete):
+        if req is not None and req.head_done:
             req = None
         try:
             self._parser.feed_data(data)
@@ -115,9 +117,9 @@ class RequestParser:
             self._fail(Refusal(400, f"Malformed HTTP request: {e}", "invalid_http"))
         else:
             if req is not None and req is self._parsing and not req.head_done:
-                req.head_fed += len(data)
                 # NOTE: a bound on memory, not an exact count: the read the head began in is not counted.
-                if req.head_fed > self._limits.max_head_bytes:
+                self._head_fed += len(data)
+                if self._head_fed > self._max_head:
                     self._fail(Refusal(431, _too_large(self._limits), "headers_too_large"))
 
     def _fail(self, refusal: Refusal) -> None:
@@ -138,6 +140,7 @@ class RequestParser:
     def on_message_begin(self) -> None:
         req = self._parsing = Request(self._base.copy())
         self.queue.append(req)
+        self._fields = self._head_bytes = self._head_fed = self._hosts = 0
 
     def on_url(self, url: bytes) -> None:
         # NOTE: called once per piece when the request line arrives in several reads.
@@ -150,12 +153,11 @@ class RequestParser:
         req = self._parsing
         if req.head_done:
             return  # a trailer field of a chunked body: not part of the request's head
-        limits = self._limits
         size = len(name) + len(value)
-        req.fields += 1
-        req.head_bytes += size + 4
-        if size > limits.max_header_bytes or req.fields > limits.max_headers or req.head_bytes > limits.max_head_bytes:
-            raise Refusal(431, _too_large(limits), "headers_too_large")
+        self._fields += 1
+        self._head_bytes += size + 4
+        if size > self._max_field or self._fields > self._max_fields or self._head_bytes > self._max_head:
+            raise Refusal(431, _too_large(self._limits), "headers_too_large")
         try:
             key = self._keys[name]
         except KeyError:
@@ -163,13 +165,13 @@ class RequestParser:
         if key is None:
             return
         text = value.decode("latin-1")
+        env = req.env
         if key in _CHECKED:
             self._check(req, key, text)
-        env = req.env
-        if key in env:
+        elif key in env:
             env[key] += ", " + text  # RFC 9110, section 5.3: repeated fields combine with commas
-        else:
-            env[key] = text
+            return
+        env[key] = text
 
     def _key(self, name: bytes) -> str | None:
         # NOTE: as other WSGI servers: a name with "_" could pose as its dash-named twin in the environ.
@@ -179,19 +181,17 @@ class RequestParser:
             self._keys[name] = key
         return key
 
-    @staticmethod
-    def _check(req: Request, key: str, value: str) -> None:
-        env = req.env
+    def _check(self, req: Request, key: str, value: str) -> None:
         if key == _HOST:
-            req.hosts += 1
-            if req.hosts > 1:
+            self._hosts += 1
+            if self._hosts > 1:
                 raise Refusal(400, "A request must carry one Host header", "invalid_host")
         elif key == _LENGTH:
             # RFC 9112, section 6.3: several or invalid lengths are an unrecoverable framing error.
-            if key in env or not value.isdigit() or not value.isascii():
+            if key in req.env or not value.isdigit() or not value.isascii():
                 raise Refusal(400, "Invalid or repeated Content-Length", "invalid_content_length")
         elif key == _CODING:
-            if key in env or value.lower() != "chunked":
+            if key in req.env or value.lower() != "chunked":
                 raise Refusal(400, "Transfer-Encoding must be exactly chunked", "invalid_transfer_encoding")
         elif value.lower() == "100-continue":
             req.expect_continue = True
@@ -209,12 +209,12 @@ class RequestParser:
         if _LENGTH in env and _CODING in env:
             # RFC 9112, section 6.3: both means a smuggling attempt; llhttp refuses it too.
             raise Refusal(400, "Content-Length and Transfer-Encoding together", "invalid_content_length")
-        if version == "1.1" and not req.hosts:
+        if not self._hosts and version == "1.1":
             raise Refusal(400, "An HTTP/1.1 request must carry a Host header", "invalid_host")
         req.version = version
         req.keep_alive = parser.should_keep_alive()
         env["REQUEST_METHOD"] = parser.get_method().decode("latin-1")
-        env["SERVER_PROTOCOL"] = "HTTP/1.1" if version == "1.1" else "HTTP/1.0"
+        env["SERVER_PROTOCOL"] = _PROTOCOLS[version]
         url = req.url
         if url[:1] == b"/":
             path, _, query = url.partition(b"?")
