@@ -10,7 +10,7 @@ CONFIG ?= conf/tensorzero.toml
 TEST_DEBS := redis-server clickhouse-server
 TEST_BINS := redis-server clickhouse-server
 
-.PHONY: install run test lint bench clean test-deps
+.PHONY: install run test lint bench bench-deps clean test-deps
 
 install: $(STAMP)
 
@@ -47,16 +47,21 @@ lint: $(STAMP)
 	$(BIN)/ruff check gateway providers test bench
 
 # The load tools and mock come from Debian; matplotlib (the chart) and py-spy are the bench extra.
-BENCH_DEBS := nginx wrk hey redis-server
+# wrk2 (fixed rates) is built from ../shared/tools/wrk2 when that folder exists, else hey paces them.
+BENCH_DEBS := nginx wrk hey redis-server libssl-dev zlib1g-dev
+BENCH_BINS := nginx wrk hey redis-server
 BENCH_STAMP := $(VENV)/.bench-installed
+WRK2_SRC := ../shared/tools/wrk2
+WRK2 := $(BIN)/wrk2
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install -q -e '.[test,bench]'
 	@touch $@
 
-bench: $(BENCH_STAMP)
+bench-deps:
 	@missing=""; \
-	for b in $(BENCH_DEBS); do PATH="$$PATH:/usr/sbin" command -v $$b >/dev/null 2>&1 || missing=1; done; \
+	for b in $(BENCH_BINS); do PATH="$$PATH:/usr/sbin" command -v $$b >/dev/null 2>&1 || missing=1; done; \
+	[ -f /usr/include/openssl/ssl.h ] && [ -f /usr/include/zlib.h ] || missing=1; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "make: installing $(BENCH_DEBS)"; \
@@ -66,6 +71,17 @@ bench: $(BENCH_STAMP)
 	    exit 1; \
 	  fi; \
 	fi
+
+# A copy is built under the venv: ../shared may be read-only, and nothing else may need it.
+$(WRK2): | bench-deps
+	@if [ -d $(WRK2_SRC) ]; then \
+	  echo "make: building wrk2 from $(WRK2_SRC)"; \
+	  rm -rf $(VENV)/wrk2-build && cp -r $(WRK2_SRC) $(VENV)/wrk2-build && \
+	  $(MAKE) -s -C $(VENV)/wrk2-build >$(VENV)/wrk2-build.log 2>&1 && cp $(VENV)/wrk2-build/wrk $@ && \
+	  rm -rf $(VENV)/wrk2-build; \
+	else echo "make: no $(WRK2_SRC): fixed rates are paced by hey instead of wrk2"; fi
+
+bench: $(BENCH_STAMP) bench-deps $(WRK2)
 	PATH="$$PATH:/usr/sbin" $(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/pytest -q -s -m measurement -p no:cacheprovider test/integration/redis/test_load_cost.py
 

@@ -1,8 +1,13 @@
-"""The processes a benchmark runs: nginx (mock and proxy), the streaming mock, gateways; their memory."""
+"""The processes a benchmark runs: nginx (mock and proxy), the streaming mock, Redis, gateways; their memory and CPU.
+
+A gateway may run from another commit (``baseline``): a git worktree of it, served with this venv.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -13,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["Procs", "free_port", "rss_mb", "worker_pids"]
+__all__ = ["API_KEY", "Procs", "cpu_seconds", "free_port", "rss_mb", "worker_pids"]
 
 REPO = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 20.0
@@ -40,6 +45,20 @@ def rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024.0
     return 0.0
+
+
+#: The key the auth targets are called with (written to the bench's Redis in budapp's format).
+API_KEY = "bud_bench_key_0123456789"
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU the processes have used, in seconds."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def worker_pids(pid: int) -> list[int]:
@@ -73,6 +92,7 @@ class Procs:
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="budgateway-bench-"))
         self._procs: list[subprocess.Popen] = []
+        self._worktrees: list[Path] = []
 
     def __enter__(self) -> Procs:
         return self
@@ -86,11 +106,13 @@ class Procs:
                 p.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 p.kill()
+        for path in self._worktrees:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)], capture_output=True)
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def _spawn(self, name: str, cmd: list[str], env: dict | None = None) -> subprocess.Popen:
+    def _spawn(self, name: str, cmd: list[str], env: dict | None = None, cwd: Path = REPO) -> subprocess.Popen:
         log = open(self.dir / f"{name}.log", "wb")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env)
         self._procs.append(proc)
         return proc
 
@@ -136,16 +158,49 @@ http {{
         _wait_http(mock_port, "/v1/chat/completions", "POST", b"{}")
         _wait_http(proxy_port, "/v1/chat/completions", "POST", b"{}")
 
+    def redis(self, port: int) -> str:
+        """A redis-server on loopback with the bench's API key in it; its URL."""
+        import redis
+
+        self._spawn("redis", [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(port),
+                              "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                              "--notify-keyspace-events", "KEA"])
+        client = redis.Redis(port=port)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        key_hash = hashlib.sha256(("bud-" + API_KEY).encode()).hexdigest()
+        grants = {"chat": {"endpoint_id": "chat", "model_id": "model-chat", "project_id": "project-bench"},
+                  "__metadata__": {"api_key_id": "key-bench", "user_id": "user-bench"}}
+        client.set(f"api_key:{key_hash}", json.dumps(grants))
+        return f"redis://127.0.0.1:{port}/0"
+
+    def baseline(self, ref: str) -> Path:
+        """A worktree of commit ``ref`` to serve a baseline gateway from (removed at exit)."""
+        path = self.dir / "baseline"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "--force", str(path), ref],
+                       check=True, capture_output=True)
+        self._worktrees.append(path)
+        return path
+
     def stream_mock(self, port: int) -> None:
         self._spawn("stream-mock", [sys.executable, str(REPO / "bench" / "mock_stream.py"), str(port)])
         _wait_http(port, "/v1/chat/completions", "POST", b'{"model":"stream-1-0"}')
 
     def gateway(
-        self, name: str, port: int, mock_port: int, stream_port: int, stream_models: list[str], *, client: str, workers: int
+        self, name: str, port: int, mock_port: int, stream_port: int, stream_models: list[str], *, client: str,
+        workers: int, redis_url: str | None = None, source: Path = REPO,
     ) -> int:
         """A gateway serving ``chat`` (to nginx) and each stream model (to the streaming mock); returns its pid.
 
-        A stream model is named as the mock's ``stream-N-D``, so one request body works both ways.
+        A stream model is named as the mock's ``stream-N-D``, so one request body works both ways. With
+        ``redis_url`` it authenticates (``API_KEY``) against the keys there; ``source`` is the code it runs.
         """
         models = [("chat", mock_port)] + [(m, stream_port) for m in stream_models]
         text = f"""
@@ -167,9 +222,11 @@ api_key_location = "none"
 """
         conf = self.dir / f"{name}.toml"
         conf.write_text(text)
-        env = dict(os.environ)
+        env = dict(os.environ, PYTHONPATH=str(source))
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        proc = self._spawn(name, [sys.executable, "-m", "gateway", "--config-file", str(conf)], env)
+        if redis_url:
+            env["TENSORZERO_REDIS_URL"] = redis_url
+        proc = self._spawn(name, [sys.executable, "-m", "gateway", "--config-file", str(conf)], env, cwd=source)
         _wait_http(port, "/health")
         if workers > 1:
             deadline = time.monotonic() + READY_TIMEOUT_S

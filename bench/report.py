@@ -21,17 +21,24 @@ def write_markdown(path: Path, data: dict) -> str:
     m = data["machine"]
     lines.append(f"Machine: {m['cpus']} CPUs; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
     lines += ["", "Load generator, mock upstream and gateway share the same cores; compare ratios within this run.", ""]
-    lines += ["## Non-streaming: fixed rates and maximum", ""]
-    lines.append("| target | scenario | asked req/s | achieved req/s | P50 ms | P90 ms | P99 ms | P99.9 ms "
-                 "| added P50 ms | added P99 ms | errors | gateway RSS MB | generator |")
+    rounds = max((r["rounds"] for r in data["summary"]), default=0)
+    lines += [f"## Non-streaming: fixed rates (the median of {rounds} interleaved rounds)", ""]
+    lines.append("| target | asked req/s | achieved req/s | P50 ms | P90 ms | P99 ms | P99.9 ms | added P50 ms "
+                 "| added P99 ms | CPU µs/request | errors | gateway RSS MB | generator |")
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in data["runs"]:
+    for r in data["summary"]:
         lines.append(
-            f"| {r['target']} | {r['scenario']} | {_f(r['asked_rps'], 0)} | {_f(r['achieved_rps'], 0)} "
-            f"| {_f(r['p50_ms'])} | {_f(r['p90_ms'])} | {_f(r['p99_ms'])} | {_f(r['p999_ms'])} "
-            f"| {_f(r.get('added_p50_ms'))} | {_f(r.get('added_p99_ms'))} | {r['errors']} "
-            f"| {_f(r.get('rss_mb'), 1)} | {r['generator']} |"
+            f"| {r['target']} | {_f(r['asked_rps'], 0)} | {_f(r.get('achieved_rps'), 0)} | {_f(r.get('p50_ms'), 3)} "
+            f"| {_f(r.get('p90_ms'), 3)} | {_f(r.get('p99_ms'), 3)} | {_f(r.get('p999_ms'), 3)} "
+            f"| {_f(r.get('added_p50_ms'), 3)} | {_f(r.get('added_p99_ms'), 3)} | {_f(r.get('cpu_us_per_request'), 0)} "
+            f"| {r['errors']} | {_f(r.get('rss_mb'), 1)} | {r['generator']} |"
         )
+    lines += ["", "## Non-streaming: maximum", ""]
+    lines.append("| target | achieved req/s | P50 ms | P99 ms | errors | gateway RSS MB | generator |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for r in (r for r in data["runs"] if r["scenario"] == "max"):
+        lines.append(f"| {r['target']} | {_f(r['achieved_rps'], 0)} | {_f(r['p50_ms'])} | {_f(r['p99_ms'])} "
+                     f"| {r['errors']} | {_f(r.get('rss_mb'), 1)} | {r['generator']} |")
     s = data["streaming"]
     lines += ["", f"## Streaming: {s['shape']} ({s['streams']} streams per target, {s['concurrency']} at a time)", ""]
     lines.append("| target | TTFT P50 ms | TTFT P99 ms | rest of stream P50 ms | added TTFT P50 ms "
@@ -80,12 +87,12 @@ def write_chart(path: Path, data: dict) -> bool:
     except ImportError:
         return False
     fig, axes = plt.subplots(1, 3, figsize=(16, 5), sharex=True)
-    runs = [r for r in data["runs"] if r["scenario"] == "fixed-rate"]
+    runs = data["summary"]
     for target in dict.fromkeys(r["target"] for r in runs):
         mine = sorted((r for r in runs if r["target"] == target), key=lambda r: r["asked_rps"])
         rates = [r["asked_rps"] for r in mine]
         for ax, key in zip(axes, ("p50_ms", "p99_ms", "p999_ms"), strict=True):
-            ax.plot(rates, [r[key] for r in mine], marker="o", label=target)
+            ax.plot(rates, [r.get(key) for r in mine], marker="o", label=target)
     for ax, title in zip(axes, ("P50", "P99", "P99.9"), strict=True):
         ax.set_title(f"{title} latency")
         ax.set_xlabel("asked rate, req/s")

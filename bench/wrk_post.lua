@@ -1,7 +1,12 @@
--- wrk script: POST the body in $BENCH_BODY as JSON; at the end print one line of JSON results.
+-- wrk and wrk2 script: POST the body in $BENCH_BODY as JSON (with $BENCH_AUTH as Authorization when set);
+-- at the end print one line of JSON results.
 wrk.method = "POST"
 wrk.body = os.getenv("BENCH_BODY")
 wrk.headers["Content-Type"] = "application/json"
+local auth = os.getenv("BENCH_AUTH")
+if auth ~= nil and auth ~= "" then
+  wrk.headers["Authorization"] = auth
+end
 
 done = function(summary, latency, requests)
   local e = summary.errors
