@@ -131,12 +131,15 @@ class _Timer:
             self._timeout.close()
 
 
-def _peek(stream: Iterator[bytes]) -> bytes:
-    """The stream's first piece; an empty or failed stream is closed and counts as a failed attempt."""
+def _peek(stream: Iterator[bytes], *, empty_ok: bool = False) -> bytes | None:
+    """The stream's first piece; a failed stream is closed and counts as a failed attempt, and so does an
+    empty one unless ``empty_ok`` (then: None)."""
     try:
         return next(stream)
     except StopIteration:
         stream.close()
+        if empty_ok:
+            return None
         raise ProviderResponseError("upstream stream ended without any data") from None
     except BaseException:
         stream.close()
@@ -185,14 +188,24 @@ class Router:
         """Pass a request through the chain; a streamed answer falls back only until its first byte."""
 
         def call(candidate: Candidate, attempt: Attempt) -> tuple[Forwarded, bytes | None, float | None]:
-            if not request.stream:
-                with _Timer(candidate.timeouts.non_streaming_total_s, "non-streaming total"):
-                    return candidate.provider.forward(self._http, request, attempt), None, None
-            with _first_piece_timer(candidate.timeouts) as deadline:
+            if request.stream:
+                with _first_piece_timer(candidate.timeouts) as deadline:
+                    forwarded = candidate.provider.forward(self._http, request, attempt)
+                    if forwarded.stream is None:
+                        return forwarded, None, deadline
+                    return forwarded, _peek(forwarded.stream), deadline
+            total = candidate.timeouts.non_streaming_total_s
+            deadline = None if total is None else time.monotonic() + total
+            with _Timer(total, "non-streaming total"):
                 forwarded = candidate.provider.forward(self._http, request, attempt)
                 if forwarded.stream is None:
-                    return forwarded, None, deadline
-                return forwarded, _peek(forwarded.stream), deadline
+                    return forwarded, None, None
+                # A whole answer the provider relays as it comes (one that needs no rewriting): an empty
+                # one is an empty body, not a failed stream.
+                first = _peek(forwarded.stream, empty_ok=True)
+                if first is None:
+                    return Forwarded(forwarded.content_type, body=b""), None, None
+                return forwarded, first, deadline
 
         return self._walk(
             route, call,

@@ -185,7 +185,9 @@ class OpenAIProvider(Provider):
         upstream = http.post_stream(self._urls[request.path], body, headers, attempt)
         if upstream.status >= 400:
             raise openai_error(upstream.status, upstream.read_all())
-        if request.stream:
+        if request.stream or not upstream.content_type.startswith("application/json"):
+            # NOTE: only a JSON answer is rewritten (its model renamed); any other (text, subtitles,
+            # audio) is relayed as it arrives, however large, never held whole.
             return Forwarded(upstream.content_type, stream=_settled(upstream))
         return Forwarded(upstream.content_type, body=upstream.read_all())
 

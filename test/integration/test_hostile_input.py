@@ -26,6 +26,8 @@ EVENT_CAP, BODY_CAP = 64 * 1024, 256 * 1024
 # Long enough for a fallback call to have happened, had the gateway made it.
 NO_FALLBACK_WAIT_S = 2.0
 SLOW_FAILURE_S = 1.0
+#: A transcript larger than the whole-answer cap: relayed as it comes, since it needs no rewriting.
+BIG_TEXT = b"word " * (BODY_CAP // 4)
 
 
 def _raw(raw_upstream, model: str, **options) -> dict:
@@ -50,6 +52,8 @@ def _models(upstream, raw_upstream) -> str:
         model_toml("ill-typed-stream", {"p": _raw(raw_upstream, "ill-typed-stream")}),
         model_toml("ill-typed-answer", {"p": _raw(raw_upstream, "ill-typed-answer")}),
         model_toml("slow-failure", {"p": _raw(raw_upstream, "slow-failure"), "backup": ok}),
+        model_toml("big-text", {"p": _raw(raw_upstream, "big-text")}, endpoints=["audio_transcription"]),
+        model_toml("empty-text", {"p": _raw(raw_upstream, "empty-text")}, endpoints=["audio_transcription"]),
     ])
     return text
 
@@ -88,6 +92,8 @@ def _script(raw_upstream) -> None:
         handler.connection.sendall(response(500, b"late failure"))
 
     raw_upstream.on("slow-failure", slow_failure)
+    raw_upstream.on("big-text", response(200, BIG_TEXT, "text/plain; charset=utf-8"))
+    raw_upstream.on("empty-text", response(200, b"", "text/plain; charset=utf-8"))
 
 
 @pytest.fixture(scope="module")
@@ -225,6 +231,19 @@ class TestBodyCap:
         error = _error(gw, "length-lie")
         assert error["message"].endswith("length-lie/p: invalid response from provider")
         assert time.monotonic() - started < 5.0
+
+
+    def test_an_answer_that_needs_no_rewriting_is_relayed_whatever_its_size(self, client):
+        text = client.audio.transcriptions.create(model="big-text", file=("a.wav", b"RIFF0000WAVE"),
+                                                  response_format="text")
+        assert text.encode() == BIG_TEXT
+
+    def test_an_empty_answer_is_an_empty_body(self, gw):
+        resp = gw.request("POST", "/v1/audio/transcriptions",
+                          b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\nempty-text\r\n'
+                          b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\nRIFF\r\n--b--\r\n',
+                          headers={"Content-Type": "multipart/form-data; boundary=b"})
+        assert (resp.status, resp.body) == (200, b"")
 
 
 class TestIllTypedAnswers:
