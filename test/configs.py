@@ -74,3 +74,65 @@ def anthropic_provider(model_name: str, api_base: str, *, api_key_location: str 
     if api_key_location is not None:
         table["api_key_location"] = api_key_location
     return {**table, **options}
+
+
+#: Models of every dummy behaviour for in-process app tests (falcon's test client): ``text``, ``echo``
+#: (chat and completions), ``chain`` (two failures, then a fallback model), ``limited`` (rate-limited
+#: twice), ``flaky`` (one retry), ``slow`` (timed out), ``embed`` (embeddings only).
+DUMMY_APP_CONFIG = """
+[gateway]
+max_body_bytes = 2000
+
+[models.text]
+routing = ["d"]
+[models.text.providers.d]
+type = "dummy"
+model_name = "text"
+
+[models.chain]
+routing = ["bad", "limited"]
+fallback_models = ["echo"]
+[models.chain.providers.bad]
+type = "dummy"
+model_name = "error"
+[models.chain.providers.limited]
+type = "dummy"
+model_name = "rate_limit"
+
+[models.echo]
+routing = ["d"]
+endpoints = ["chat", "completions"]
+[models.echo.providers.d]
+type = "dummy"
+model_name = "echo"
+
+[models.limited]
+routing = ["a", "b"]
+[models.limited.providers.a]
+type = "dummy"
+model_name = "rate_limit"
+[models.limited.providers.b]
+type = "dummy"
+model_name = "rate_limit"
+
+[models.flaky]
+routing = ["f"]
+retry_config = { num_retries = 1, max_delay_s = 0.01 }
+[models.flaky.providers.f]
+type = "dummy"
+model_name = "flaky"
+
+[models.slow]
+routing = ["s"]
+[models.slow.providers.s]
+type = "dummy"
+model_name = "slow"
+timeouts = { non_streaming = { total_ms = 50 }, streaming = { ttft_ms = 50 } }
+
+[models.embed]
+routing = ["d"]
+endpoints = ["embedding"]
+[models.embed.providers.d]
+type = "dummy"
+model_name = "text"
+"""

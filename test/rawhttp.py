@@ -7,12 +7,13 @@ included), so a test can count them: a smuggled request would show as one answer
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["Answer", "Conversation", "parse", "talk"]
+__all__ = ["Answer", "Conversation", "StreamReader", "parse", "talk"]
 
 #: How long a read waits for more bytes before the conversation counts as quiet.
 QUIET_S = 2.0
@@ -111,3 +112,31 @@ def parse(raw: bytes) -> list[Answer]:
             answers.append(Answer(status, headers, rest[:length], pairs))
             rest = rest[length:]
     return answers
+
+
+class StreamReader:
+    """A streamed chat completion read event by event over http.client, to hold open across a signal."""
+
+    def __init__(self, port: int, model: str, timeout_s: float = 30.0) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+        body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True})
+        self.conn.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
+        self.resp = self.conn.getresponse()
+        assert self.resp.status == 200, self.resp.read()
+        self.events: list[str] = []
+
+    def next_event(self) -> str | None:
+        """The next ``data:`` payload, or None at the end of the body."""
+        while line := self.resp.readline():
+            if line.startswith(b"data:"):
+                self.events.append(line[5:].strip().decode())
+                return self.events[-1]
+        return None
+
+    def read_all(self) -> list[str]:
+        while self.next_event() is not None:
+            pass
+        return self.events
+
+    def close(self) -> None:
+        self.conn.close()

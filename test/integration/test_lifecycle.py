@@ -9,6 +9,7 @@ import time
 
 import pytest
 from configs import dummy_provider, model_toml, openai_provider
+from rawhttp import StreamReader
 from upstream import refused_base_url
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -35,35 +36,6 @@ def _models(api_base: str) -> str:
     for model, model_name in (("stream", STREAM_MODEL), ("long-stream", LONG_STREAM_MODEL)):
         text += model_toml(model, {"p": openai_provider(model_name, api_base, timeouts=STREAM_TIMEOUTS)})
     return text
-
-
-class _RawStream:
-    """A streamed completion read line by line over http.client."""
-
-    def __init__(self, port: int, model: str) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=STREAM_READ_TIMEOUT_S)
-        body = json.dumps({"model": model, "messages": MESSAGES, "stream": True})
-        headers = {"Content-Type": "application/json"}
-        self.conn.request("POST", "/v1/chat/completions", body=body, headers=headers)
-        self.resp = self.conn.getresponse()
-        assert self.resp.status == 200, self.resp.read()
-        self.events: list[str] = []
-
-    def next_event(self) -> str | None:
-        """The next ``data:`` payload, or None at the end of the body."""
-        while line := self.resp.readline():
-            if line.startswith(b"data:"):
-                self.events.append(line[5:].strip().decode())
-                return self.events[-1]
-        return None
-
-    def read_all(self) -> list[str]:
-        while self.next_event() is not None:
-            pass
-        return self.events
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 def _serves_new_connections(port: int) -> bool:
@@ -104,7 +76,7 @@ def _exited(pid: int) -> bool:
 class TestGracefulShutdown:
     def test_sigterm_lets_an_inflight_stream_finish_then_exits_0(self, gateway_factory, upstream):
         gw = gateway_factory(_models(upstream.url))
-        stream = _RawStream(gw.port, "stream")
+        stream = StreamReader(gw.port, "stream", STREAM_READ_TIMEOUT_S)
         try:
             assert stream.next_event() is not None
             gw.signal(signal.SIGTERM)
@@ -118,7 +90,7 @@ class TestGracefulShutdown:
 
     def test_sigterm_stops_serving_new_connections(self, gateway_factory, upstream):
         gw = gateway_factory(_models(upstream.url))
-        stream = _RawStream(gw.port, "stream")
+        stream = StreamReader(gw.port, "stream", STREAM_READ_TIMEOUT_S)
         try:
             assert stream.next_event() is not None
             gw.signal(signal.SIGTERM)
@@ -133,7 +105,7 @@ class TestGracefulShutdown:
 
     def test_drain_ends_at_shutdown_timeout(self, gateway_factory, upstream):
         gw = gateway_factory(_models(upstream.url), settings={"shutdown_timeout_s": DRAIN_TIMEOUT_S})
-        stream = _RawStream(gw.port, "long-stream")
+        stream = StreamReader(gw.port, "long-stream", STREAM_READ_TIMEOUT_S)
         try:
             assert stream.next_event() is not None
             signalled = time.monotonic()

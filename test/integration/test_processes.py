@@ -15,6 +15,7 @@ import time
 
 import pytest
 from configs import dummy_provider, model_toml, openai_provider
+from rawhttp import StreamReader
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 LOAD_THREADS = 4
@@ -209,7 +210,7 @@ class TestMaster:
         extra = model_toml("stream", {"p": openai_provider(STREAM_MODEL, upstream.url)})
         gw = gateway_factory(_models(extra), "--workers", "2")
         _wait_workers(gw, 2)
-        streams = [_Stream(gw.port) for _ in range(4)]
+        streams = [StreamReader(gw.port, "stream") for _ in range(4)]
         for s in streams:
             assert s.next_event() is not None
         gw.signal(signal.SIGTERM)
@@ -220,7 +221,7 @@ class TestMaster:
     def test_a_second_sigint_stops_at_once(self, gateway_factory, upstream):
         extra = model_toml("stream", {"p": openai_provider("stream-delay-500-60", upstream.url)})
         gw = gateway_factory(_models(extra), settings={"shutdown_timeout_s": 60})
-        stream = _Stream(gw.port)
+        stream = StreamReader(gw.port, "stream")
         assert stream.next_event() is not None
         gw.signal(signal.SIGINT)
         time.sleep(1.0)
@@ -266,30 +267,3 @@ class TestReload:
         assert "the config is invalid" in gw.log() and 'provider "nowhere"' in gw.log()
         assert _workers(gw) == {worker}, "an invalid config must not even restart the workers"
         assert _chat(gw) == 200
-
-
-class _Stream:
-    """A streamed completion read line by line over http.client."""
-
-    def __init__(self, port: int) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        body = json.dumps({"model": "stream", "messages": MESSAGES, "stream": True})
-        self.conn.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
-        self.resp = self.conn.getresponse()
-        assert self.resp.status == 200, self.resp.read()
-        self.events: list[str] = []
-
-    def next_event(self) -> str | None:
-        while line := self.resp.readline():
-            if line.startswith(b"data:"):
-                self.events.append(line[5:].strip().decode())
-                return self.events[-1]
-        return None
-
-    def read_all(self) -> list[str]:
-        while self.next_event() is not None:
-            pass
-        return self.events
-
-    def close(self) -> None:
-        self.conn.close()

@@ -2,68 +2,12 @@
 
 import pytest
 import ujson
+from configs import DUMMY_APP_CONFIG
 from falcon import testing
 
 from gateway.app import create_app
 from gateway.config import load_config_text
 from providers.registry import build_registry
-
-CONFIG = """
-[gateway]
-max_body_bytes = 2000
-
-[models.text]
-routing = ["d"]
-[models.text.providers.d]
-type = "dummy"
-model_name = "text"
-
-[models.chain]
-routing = ["bad", "limited"]
-fallback_models = ["echo"]
-[models.chain.providers.bad]
-type = "dummy"
-model_name = "error"
-[models.chain.providers.limited]
-type = "dummy"
-model_name = "rate_limit"
-
-[models.echo]
-routing = ["d"]
-[models.echo.providers.d]
-type = "dummy"
-model_name = "echo"
-
-[models.limited]
-routing = ["a", "b"]
-[models.limited.providers.a]
-type = "dummy"
-model_name = "rate_limit"
-[models.limited.providers.b]
-type = "dummy"
-model_name = "rate_limit"
-
-[models.flaky]
-routing = ["f"]
-retry_config = { num_retries = 1, max_delay_s = 0.01 }
-[models.flaky.providers.f]
-type = "dummy"
-model_name = "flaky"
-
-[models.slow]
-routing = ["s"]
-[models.slow.providers.s]
-type = "dummy"
-model_name = "slow"
-timeouts = { non_streaming = { total_ms = 50 }, streaming = { ttft_ms = 50 } }
-
-[models.embed]
-routing = ["d"]
-endpoints = ["embedding"]
-[models.embed.providers.d]
-type = "dummy"
-model_name = "text"
-"""
 
 MESSAGES = [{"role": "user", "content": "ping"}]
 
@@ -71,7 +15,7 @@ MESSAGES = [{"role": "user", "content": "ping"}]
 @pytest.fixture()
 def client():
     registry = build_registry()
-    return testing.TestClient(create_app(load_config_text(CONFIG, "t.toml", registry), registry))
+    return testing.TestClient(create_app(load_config_text(DUMMY_APP_CONFIG, "t.toml", registry), registry))
 
 
 def chat(client, body, **kw):

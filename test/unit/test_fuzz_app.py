@@ -10,6 +10,7 @@ import json
 import os
 
 import pytest
+from configs import DUMMY_APP_CONFIG
 from falcon import testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,45 +19,6 @@ from strategies import request_bodies, texts
 from gateway.app import create_app
 from gateway.config import load_config_text
 from providers.registry import build_registry
-
-CONFIG = """
-[models.text]
-routing = ["d"]
-endpoints = ["chat", "completions", "embedding"]
-[models.text.providers.d]
-type = "dummy"
-model_name = "text"
-
-[models.echo]
-routing = ["d"]
-endpoints = ["chat", "completions"]
-[models.echo.providers.d]
-type = "dummy"
-model_name = "echo"
-
-[models.chain]
-routing = ["bad", "limited"]
-fallback_models = ["echo"]
-[models.chain.providers.bad]
-type = "dummy"
-model_name = "error"
-[models.chain.providers.limited]
-type = "dummy"
-model_name = "rate_limit"
-
-[models.flaky]
-routing = ["f"]
-[models.flaky.providers.f]
-type = "dummy"
-model_name = "flaky"
-
-[models.embed]
-routing = ["d"]
-endpoints = ["embedding"]
-[models.embed.providers.d]
-type = "dummy"
-model_name = "text"
-"""
 
 INFERENCE = ["/chat/completions", "/completions", "/embeddings", "/moderations", "/images/generations",
              "/audio/speech", "/responses", "/audio/transcriptions", "/audio/translations", "/images/edits",
@@ -71,7 +33,7 @@ EXAMPLES = 700 * (10 if os.environ.get("BUDGATEWAY_FUZZ") == "explore" else 1)
 @pytest.fixture(scope="module")
 def client():
     registry = build_registry()
-    return testing.TestClient(create_app(load_config_text(CONFIG, "fuzz.toml", registry), registry))
+    return testing.TestClient(create_app(load_config_text(DUMMY_APP_CONFIG, "fuzz.toml", registry), registry))
 
 
 def _check(path: str, result) -> None:
