@@ -27,6 +27,7 @@ from providers.http import (
     UpstreamStream,
     body_length,
     over_limit,
+    send_all,
 )
 
 __all__ = ["GeventClient", "GeventStream"]
@@ -203,11 +204,11 @@ class GeventClient(UpstreamClient):
         try:
             if isinstance(body, bytes):
                 # PERF: one write, so head and a small body leave in one segment.
-                sock.sendall(head + body)
+                send_all(sock, head + body)
             else:
-                sock.sendall(head)
+                send_all(sock, head)
                 for piece in body:
-                    sock.sendall(piece)
+                    send_all(sock, piece)
             answer = _Answer(sock, pool)
             answer.read_head()
         except BaseException:

@@ -21,6 +21,7 @@ from gevent.hub import get_hub
 from gateway.errors import ClientClosedError, InvalidRequestError, RequestTimeoutError, error_body
 from gateway.server.peer import PEER_KEY, Peer
 from gateway.server.request import Refusal, Request, RequestParser
+from providers.http import send_all
 
 if TYPE_CHECKING:
     from gateway.server.wsgi import GatewayServer
@@ -193,7 +194,7 @@ class Connection:
             raise InvalidRequestError(f"Malformed request body: {req.error}", code="invalid_body")
         if req.expect_continue and not req.continued:
             req.continued = True
-            self.socket.sendall(_CONTINUE)
+            send_all(self.socket, _CONTINUE)
         try:
             data = self._recv(self.server.limits.body_timeout_s)
         except _Timeout:
@@ -267,10 +268,10 @@ class Connection:
             if req.env["REQUEST_METHOD"] == "HEAD":
                 body = b""
             if len(body) <= _JOIN_LIMIT:
-                sock.sendall(head + body)
+                send_all(sock, head + body)
             else:
-                sock.sendall(head)
-                sock.sendall(body)
+                send_all(sock, head)
+                send_all(sock, body)
             return len(body)
         return self._write_stream(req, iter(result))
 
@@ -287,20 +288,20 @@ class Connection:
         written = len(first)
         head = self._head(req, chunked)
         if req.env["REQUEST_METHOD"] == "HEAD":
-            sock.sendall(head)
+            send_all(sock, head)
             return 0
         if not chunked:
-            sock.sendall(head + first)
+            send_all(sock, head + first)
             for piece in pieces:
-                sock.sendall(piece)
+                send_all(sock, piece)
                 written += len(piece)
             return written
-        sock.sendall(head + b"%x\r\n%s\r\n" % (len(first), first) if first else head)
+        send_all(sock, head + b"%x\r\n%s\r\n" % (len(first), first) if first else head)
         for piece in pieces:
             if piece:  # an empty chunk would end the body
-                sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+                send_all(sock, b"%x\r\n%s\r\n" % (len(piece), piece))
                 written += len(piece)
-        sock.sendall(_CHUNK_END)
+        send_all(sock, _CHUNK_END)
         return written
 
     def _head(self, req: Request, chunked: bool) -> bytes:
@@ -344,7 +345,7 @@ class Connection:
         ).encode("latin-1")
         try:
             self.socket.settimeout(self.server.limits.body_timeout_s)
-            self.socket.sendall(head + self.server.date_line() + b"\r\n" + body)
+            send_all(self.socket, head + self.server.date_line() + b"\r\n" + body)
         except OSError:
             pass
 
