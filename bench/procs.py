@@ -158,8 +158,8 @@ http {{
         _wait_http(mock_port, "/v1/chat/completions", "POST", b"{}")
         _wait_http(proxy_port, "/v1/chat/completions", "POST", b"{}")
 
-    def redis(self, port: int) -> str:
-        """A redis-server on loopback with the bench's API key in it; its URL."""
+    def redis(self, port: int, models: list[str]) -> str:
+        """A redis-server on loopback with the bench's API key in it, granted ``models``; its URL."""
         import redis
 
         self._spawn("redis", [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(port),
@@ -176,8 +176,8 @@ http {{
                     raise
                 time.sleep(0.05)
         key_hash = hashlib.sha256(("bud-" + API_KEY).encode()).hexdigest()
-        grants = {"chat": {"endpoint_id": "chat", "model_id": "model-chat", "project_id": "project-bench"},
-                  "__metadata__": {"api_key_id": "key-bench", "user_id": "user-bench"}}
+        grants = {m: {"endpoint_id": m, "model_id": f"model-{m}", "project_id": "project-bench"} for m in models}
+        grants["__metadata__"] = {"api_key_id": "key-bench", "user_id": "user-bench"}
         client.set(f"api_key:{key_hash}", json.dumps(grants))
         return f"redis://127.0.0.1:{port}/0"
 

@@ -162,7 +162,7 @@ def main() -> int:
 
         fixed = [_Target("direct (floor)", mock), _Target("nginx proxy_pass", proxy), gateway(GW)]
         if shutil.which("redis-server"):
-            auth = gateway(AUTH, redis_url=procs.redis(free_port()))
+            auth = gateway(AUTH, redis_url=procs.redis(free_port(), ["chat", *streams]))
             auth.headers = {"Authorization": f"Bearer {API_KEY}"}
             fixed.append(auth)
         else:

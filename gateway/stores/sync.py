@@ -27,6 +27,9 @@ from providers.credentials import Secret
 
 __all__ = ["RedisSync", "connect"]
 
+#: A pause that lets the event loop go round once (poll I/O, run every waiting greenlet).
+_YIELD_S = 1e-6
+
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "api_key:"
@@ -163,8 +166,9 @@ class RedisSync:
             for key, raw in zip(batch, self._client.mget(batch), strict=True):
                 if raw is not None:
                     self._collect_model(key.decode()[len(MODEL_PREFIX):], raw, models, unavailable, secrets)
-                    # NOTE: decryption is CPU work; let requests run between models.
-                    gevent.sleep(0)
+                    # NOTE: decryption is CPU work; let requests run between models. Not sleep(0): that
+                    # runs this greenlet again before the loop polls for I/O, so waiting clients starve.
+                    gevent.sleep(_YIELD_S)
         self._decryptor.retain(set(self._seen_ciphertexts))
         self._seen_ciphertexts.clear()
         published = self._client.get(PUBLISHED)

@@ -46,13 +46,27 @@ _LOADED = re.compile(r"loaded (\d+) keys and (\d+) models from redis in (\d+) ms
 _BODY = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "hi"}]}).encode()
 
 
+def _serving(pid: int) -> list[int]:
+    """The gateway's processes: the master and its workers."""
+    return [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+
+
 def _cpu_ticks(pid: int) -> int:
-    """utime + stime of the process, in clock ticks (fields 14 and 15 of /proc/PID/stat)."""
+    """utime + stime of the master and its workers, in clock ticks (fields 14 and 15 of /proc/PID/stat)."""
+    return sum(_process_ticks(p) for p in _serving(pid))
+
+
+def _process_ticks(pid: int) -> int:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])
 
 
 def _cpu_ns(pid: int) -> int:
+    """Nanoseconds on a CPU of the master and its workers (schedstat)."""
+    return sum(_process_ns(p) for p in _serving(pid))
+
+
+def _process_ns(pid: int) -> int:
     """Nanoseconds the process's threads have spent on a CPU (first field of each task's schedstat)."""
     total = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
