@@ -81,7 +81,10 @@ class StreamBody:
             log.warning("stream from %s failed after its first byte: %s", self.label, e)
             yield from self._failure(e)
         except ClientDisconnected:
+            # Not swallowed: the server then drops the connection without the closing chunk, so a client
+            # that only half-closed cannot take the cut stream for a whole one.
             self.failed = True
+            raise
 
     def _events(self, pieces: Iterator[bytes]) -> Iterator[bytes]:
         raise NotImplementedError

@@ -32,7 +32,9 @@ from providers.http import (
 
 __all__ = ["GeventClient", "GeventStream"]
 
-_ERRORS = (OSError, httptools.HttpParserError)
+_ERRORS = (OSError, httptools.HttpParserError, httptools.HttpParserUpgrade)
+#: The most of an answer's head read before it must be complete.
+_MAX_HEAD = 64 * 1024
 
 
 def _translate(e: BaseException) -> ProviderError:
@@ -41,6 +43,8 @@ def _translate(e: BaseException) -> ProviderError:
         return ProviderTimeout("upstream read or connect timed out")
     if isinstance(e, ConnectionRefusedError):
         return ProviderConnectionError("connection refused")
+    if isinstance(e, httptools.HttpParserUpgrade):
+        return ProviderConnectionError("upstream switched protocols (101)")
     if isinstance(e, httptools.HttpParserError):
         return ProviderConnectionError(f"invalid HTTP from upstream ({e})")
     reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
@@ -59,8 +63,8 @@ class _Answer:
     keeps it alive; otherwise it is closed.
     """
 
-    __slots__ = ("_sock", "_pool", "_parser", "status", "content_type", "length", "_until_close", "_head",
-                 "_body", "complete", "_keep")
+    __slots__ = ("_sock", "_pool", "_parser", "status", "content_type", "length", "_chunked", "_until_close",
+                 "_head", "_body", "complete", "_keep")
 
     def __init__(self, sock: socket.socket, pool: ConnectionPool) -> None:
         self._sock = sock
@@ -68,8 +72,9 @@ class _Answer:
         self._parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.content_type = "application/octet-stream"
-        #: Content-Length, when the upstream sent one.
+        #: Content-Length, when the upstream sent one; and whether the body is chunked.
         self.length: int | None = None
+        self._chunked = False
         #: Neither a length nor chunked: the body ends when the upstream closes (RFC 9112, section 6.3).
         self._until_close = False
         self._head = False
@@ -78,35 +83,61 @@ class _Answer:
         self._keep = False
 
     def read_head(self) -> None:
+        read = 0
         while not self._head:
             data = self._sock.recv(READ_SIZE)
             if not data:
                 raise ProviderConnectionError("upstream closed the connection before its answer")
+            self._feed(data)
+            read += len(data)
+            if read > _MAX_HEAD and not self._head:
+                raise ProviderConnectionError(f"upstream answer head over {_MAX_HEAD} bytes")
+
+    def _feed(self, data: bytes) -> None:
+        try:
             self._parser.feed_data(data)
+        except httptools.HttpParserError:
+            if not self.complete:
+                raise
+            self._keep = False  # garbage after a whole answer: that answer stands, the connection does not
 
     # --- llhttp callbacks ----------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self.complete:
+            # Bytes after the answer, unasked for: they are not this answer's, and the connection is unfit.
+            self._keep = False
+            return
         self.length = None
+        self._chunked = False
+        self.content_type = "application/octet-stream"  # NOTE: not that of an interim 1xx answer
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.complete:
+            return
         if len(name) == 12 and name.lower() == b"content-type":
             self.content_type = value.decode("latin-1")
         elif len(name) == 14 and name.lower() == b"content-length":
             self.length = int(value)  # llhttp has checked it is digits
+        elif len(name) == 17 and name.lower() == b"transfer-encoding":
+            self._chunked = b"chunked" in value.lower()
 
     def on_headers_complete(self) -> None:
+        if self.complete:
+            return
         status = self._parser.get_status_code()
         if status >= 200:  # NOTE: an interim 1xx answer is followed by the real one
             self.status = status
             self._head = True
-            self._until_close = self.length is None and not self._parser.should_keep_alive()
+            # RFC 9112, section 6.3: with neither a length nor chunked coding, the body ends at the close.
+            self._until_close = self.length is None and not self._chunked
 
     def on_body(self, body: bytes) -> None:
-        self._body.append(body)
+        if not self.complete:
+            self._body.append(body)
 
     def on_message_complete(self) -> None:
-        if self._head:
+        if self._head and not self.complete:
             self.complete = True
             self._keep = self._parser.should_keep_alive()
 
@@ -115,7 +146,7 @@ class _Answer:
     def pieces(self) -> Iterator[bytes]:
         """The body as it arrives."""
         body = self._body
-        feed = self._parser.feed_data
+        feed = self._feed
         recv = self._sock.recv
         while True:
             if body:

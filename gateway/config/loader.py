@@ -169,6 +169,8 @@ def load_config(path: str, registry: Mapping[str, Any]) -> Config:
             text = f.read()
     except OSError as e:
         raise ConfigError(path, [f"cannot read the file: {e.strerror}"]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, [f"not UTF-8 text ({e.reason} at byte {e.start})"]) from None
     return load_config_text(text, path, registry)
 
 

@@ -19,6 +19,7 @@ import gevent
 from gevent.hub import get_hub
 
 from gateway.errors import ClientClosedError, InvalidRequestError, RequestTimeoutError, error_body
+from gateway.loop import yield_to_loop
 from gateway.server.peer import PEER_KEY, Peer
 from gateway.server.request import Refusal, Request, RequestParser
 from providers.http import send_all
@@ -38,6 +39,7 @@ _JOIN_LIMIT = 65536
 #: After refusing a request, how long the rest of its bytes are read and dropped, so that closing
 #: does not reset the connection (and destroy the answer) before the client has read it.
 _LINGER_S = 1.0
+_LINGER_BYTES = 1024 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CHUNK_END = b"0\r\n\r\n"
 _REASONS = {
@@ -115,6 +117,12 @@ class Connection:
             if self._close:
                 self._linger()
                 return
+            if queue:
+                # A pipelined request, read while the one before was served: its head's time starts
+                # now, and the other connections get their turn first (a loop iteration, with I/O).
+                if not queue[0].head_done:
+                    queue[0].started = time.monotonic()
+                yield_to_loop()
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -192,7 +200,7 @@ class Connection:
         """Read more of ``req``'s body into ``req.body``; raise the error the app should answer with."""
         if req.error is not None:
             raise InvalidRequestError(f"Malformed request body: {req.error}", code="invalid_body")
-        if req.expect_continue and not req.continued:
+        if req.expect_continue and not req.continued and req.version == "1.1":
             req.continued = True
             send_all(self.socket, _CONTINUE)
         try:
@@ -216,7 +224,7 @@ class Connection:
         env["wsgi.input"] = Body(self, req)
         self._status = self._headers = None
         self._sent = False
-        self._close = not req.keep_alive or req.upgrade
+        self._close = not req.keep_alive
         started = time.monotonic()
         result = None
         try:
@@ -238,7 +246,11 @@ class Connection:
         finally:
             close = getattr(result, "close", None)
             if close is not None:
-                close()
+                try:
+                    close()
+                except Exception:
+                    # NOTE: the last net again: what finishes a request (its callbacks) must not kill the connection.
+                    log.exception("closing the answer to %s %s failed", env.get("REQUEST_METHOD"), env.get("PATH_INFO"))
         if access_log.isEnabledFor(logging.INFO) and self.server.access:
             # NOTE: the path only: a query string may carry a credential.
             access_log.info("%s %s %s %s %d %.1fms", env["REMOTE_ADDR"], env["REQUEST_METHOD"], env["PATH_INFO"],
@@ -256,9 +268,8 @@ class Connection:
 
     def _write(self, req: Request, result: Iterable[bytes]) -> int:
         """Write the answer; the number of body bytes written."""
-        if not req.complete:
-            self._close = True  # the app did not read the whole body: its rest cannot be told from a request
-        if self.server.draining:
+        if not req.complete or req.upgrade or self.server.draining:
+            # The rest of an unread body, or what follows an upgrade, cannot be told from a request.
             self._close = True
         sock = self.socket
         sock.settimeout(self.server.limits.body_timeout_s)
@@ -359,10 +370,14 @@ class Connection:
         try:
             sock.shutdown(socket.SHUT_WR)
             deadline = time.monotonic() + _LINGER_S
-            while (left := deadline - time.monotonic()) > 0:
+            dropped = 0
+            while (left := deadline - time.monotonic()) > 0 and dropped < _LINGER_BYTES:
                 sock.settimeout(left)
-                if not sock.recv(_READ_SIZE):
+                data = sock.recv(_READ_SIZE)
+                if not data:
                     return
+                dropped += len(data)
+                yield_to_loop()  # a fast sender must not hold the worker
         except OSError:
             pass
 

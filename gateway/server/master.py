@@ -183,6 +183,10 @@ class GatewayArbiter(Arbiter):
         except ConfigError as e:
             log.error("SIGHUP: the config is invalid; the running config keeps serving:\n%s", e)
             return
+        except Exception:
+            # NOTE: whatever a reload trips on, the master must not go down with it (gunicorn's loop would stop).
+            log.exception("SIGHUP: the config could not be reloaded; the running config keeps serving")
+            return
         log.info("SIGHUP: config %s reloaded; new workers start, the old ones drain", self.app.config.source)
         super().reload()
 

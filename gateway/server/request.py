@@ -46,6 +46,8 @@ _CHECKED = frozenset({_HOST, _LENGTH, _CODING, _EXPECT})
 #: CGI's names for the two headers the environ holds without the HTTP_ prefix.
 _UNPREFIXED = {b"CONTENT_TYPE": "CONTENT_TYPE", b"CONTENT_LENGTH": "CONTENT_LENGTH"}
 _PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+#: The framing a chunk may take beyond its data (its size line and line ends) before its extensions count.
+_CHUNK_FRAMING = 32
 #: Distinct header names whose environ key is remembered; more are computed each time.
 _KEY_CACHE_SIZE = 512
 
@@ -79,13 +81,15 @@ class Request:
 class RequestParser:
     """Feeds a connection's bytes to llhttp; each request found goes on ``queue`` in order (pipelining).
 
-    The counts of the head being parsed live here (one head is parsed at a time): its fields, their
-    sizes as llhttp hands them over, its Host headers, and the bytes fed while it was incomplete from
-    the start to the end of a read, which bounds what llhttp may hold of a field not yet ended.
+    The counts of the message being parsed live here (one is parsed at a time): its fields, their sizes
+    as llhttp hands them over, its Host headers, the bytes fed while its head was incomplete from the
+    start to the end of a read (which bounds what llhttp may hold of a field not yet ended), and, for a
+    chunked body, the bytes fed beyond the body's own: chunk sizes, extensions and trailer fields, which
+    are bounded the same way (an endless trailer or extension is refused, not buffered).
     """
 
     __slots__ = ("queue", "_parser", "_parsing", "_base", "_limits", "_keys", "dead", "_fields", "_head_bytes",
-                 "_head_fed", "_hosts", "_max_field", "_max_fields", "_max_head")
+                 "_head_fed", "_hosts", "_framing", "_chunks", "_max_field", "_max_fields", "_max_head")
 
     def __init__(self, base_env: Mapping, limits: ServerLimits, keys: dict[bytes, str | None]) -> None:
         self.queue: deque[Request] = deque()
@@ -97,15 +101,18 @@ class RequestParser:
         self._keys = keys
         #: The parser stopped (an error or an upgrade): nothing more is read from this connection.
         self.dead = False
-        self._fields = self._head_bytes = self._head_fed = self._hosts = 0
+        self._fields = self._head_bytes = self._head_fed = self._hosts = self._framing = self._chunks = 0
         self._max_field = limits.max_header_bytes
         self._max_fields = limits.max_headers
         self._max_head = limits.max_head_bytes
 
     def feed(self, data: bytes) -> None:
         req = self._parsing
+        in_body = req is not None and req.head_done and not req.complete
         if req is not None and req.head_done:
             req = None
+        if in_body:
+            self._framing += len(data)  # less what on_body hands over: the framing around the body
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -121,6 +128,8 @@ class RequestParser:
                 self._head_fed += len(data)
                 if self._head_fed > self._max_head:
                     self._fail(Refusal(431, _too_large(self._limits), "headers_too_large"))
+            elif in_body and not self._parsing.complete and self._framing > self._max_head + _CHUNK_FRAMING * self._chunks:
+                self._fail(Refusal(431, "Chunk extensions or trailer fields too large", "headers_too_large"))
 
     def _fail(self, refusal: Refusal) -> None:
         self.dead = True
@@ -140,7 +149,7 @@ class RequestParser:
     def on_message_begin(self) -> None:
         req = self._parsing = Request(self._base.copy())
         self.queue.append(req)
-        self._fields = self._head_bytes = self._head_fed = self._hosts = 0
+        self._fields = self._head_bytes = self._head_fed = self._hosts = self._framing = self._chunks = 0
 
     def on_url(self, url: bytes) -> None:
         # NOTE: called once per piece when the request line arrives in several reads.
@@ -212,7 +221,8 @@ class RequestParser:
         if not self._hosts and version == "1.1":
             raise Refusal(400, "An HTTP/1.1 request must carry a Host header", "invalid_host")
         req.version = version
-        req.keep_alive = parser.should_keep_alive()
+        # RFC 9112, section 6.1: a Transfer-Encoding in HTTP/1.0 makes its framing suspect: close after.
+        req.keep_alive = parser.should_keep_alive() and not (version == "1.0" and _CODING in env)
         env["REQUEST_METHOD"] = parser.get_method().decode("latin-1")
         env["SERVER_PROTOCOL"] = _PROTOCOLS[version]
         url = req.url
@@ -232,6 +242,10 @@ class RequestParser:
 
     def on_body(self, body: bytes) -> None:
         self._parsing.body += body
+        self._framing -= len(body)
+
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
 
     def on_message_complete(self) -> None:
         self._parsing.complete = True

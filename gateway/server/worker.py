@@ -29,19 +29,18 @@ class GatewayWorker(GeventPyWSGIWorker):
     def init_signals(self) -> None:
         super().init_signals()
         self._stop = gevent.event.Event()
-        # NOTE: handled in the hub, so the main loop wakes at once. Ctrl-C reaches the workers too
-        # (one process group): like SIGTERM, a first SIGINT drains and a second one quits.
+        # NOTE: handled in the hub, so the main loop wakes at once. SIGINT drains like SIGTERM: Ctrl-C,
+        # or systemd stopping the unit, signals the whole process group, and the master then signals
+        # the worker again, so a repeat must not cut the drain short. To stop at once the master sends
+        # SIGQUIT (on its own second SIGTERM or SIGINT), which gunicorn's handler obeys.
         for sig in (signal.SIGTERM, signal.SIGINT):
-            gevent.signal_handler(sig, self._on_stop_signal, sig)
+            gevent.signal_handler(sig, self._on_stop_signal)
         # Blocked by the master around fork (GatewayArbiter.spawn_worker): one sent meanwhile arrives now.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
-    def _on_stop_signal(self, sig: int) -> None:
-        if self.alive:
-            self.alive = False
-            self._stop.set()
-        else:
-            self.handle_quit(sig, None)
+    def _on_stop_signal(self) -> None:
+        self.alive = False
+        self._stop.set()
 
     def run(self) -> None:
         plan = self.app.plan

@@ -19,6 +19,7 @@ import redis
 
 from gateway.catalog import Catalog
 from gateway.config.schema import ModelConfig
+from gateway.loop import yield_to_loop
 from gateway.stores.crypto import CredentialDecryptor
 from gateway.stores.keys import ApiKey, KeyTable
 from gateway.stores.models import parse_model_entry, store_name
@@ -27,8 +28,6 @@ from providers.credentials import Secret
 
 __all__ = ["RedisSync", "connect"]
 
-#: A pause that lets the event loop go round once (poll I/O, run every waiting greenlet).
-_YIELD_S = 1e-6
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +165,8 @@ class RedisSync:
             for key, raw in zip(batch, self._client.mget(batch), strict=True):
                 if raw is not None:
                     self._collect_model(key.decode()[len(MODEL_PREFIX):], raw, models, unavailable, secrets)
-                    # NOTE: decryption is CPU work; let requests run between models. Not sleep(0): that
-                    # runs this greenlet again before the loop polls for I/O, so waiting clients starve.
-                    gevent.sleep(_YIELD_S)
+                    # NOTE: decryption is CPU work; let requests run between models.
+                    yield_to_loop()
         self._decryptor.retain(set(self._seen_ciphertexts))
         self._seen_ciphertexts.clear()
         published = self._client.get(PUBLISHED)

@@ -53,6 +53,10 @@ def _models(upstream, raw_upstream) -> str:
         model_toml("ill-typed-answer", {"p": _raw(raw_upstream, "ill-typed-answer")}),
         model_toml("slow-failure", {"p": _raw(raw_upstream, "slow-failure"), "backup": ok}),
         model_toml("big-text", {"p": _raw(raw_upstream, "big-text")}, endpoints=["audio_transcription"]),
+        model_toml("truncated-chunked", {"p": _raw(raw_upstream, "truncated-chunked")}),
+        model_toml("switching", {"p": _raw(raw_upstream, "switching")}),
+        model_toml("trailing-bytes", {"p": _raw(raw_upstream, "trailing-bytes")}),
+        model_toml("huge-head", {"p": _raw(raw_upstream, "huge-head")}),
         model_toml("empty-text", {"p": _raw(raw_upstream, "empty-text")}, endpoints=["audio_transcription"]),
     ])
     return text
@@ -93,6 +97,12 @@ def _script(raw_upstream) -> None:
 
     raw_upstream.on("slow-failure", slow_failure)
     raw_upstream.on("big-text", response(200, BIG_TEXT, "text/plain; charset=utf-8"))
+    body = completion_json()
+    raw_upstream.on("truncated-chunked", b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n" + chunk(body[:20]))
+    raw_upstream.on("switching", b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\nxx")
+    raw_upstream.on("trailing-bytes", response(200, body) + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra")
+    raw_upstream.on("huge-head", [b"HTTP/1.1 200 OK\r\nX-Pad: "] + [b"p" * 16384] * 8)
     raw_upstream.on("empty-text", response(200, b"", "text/plain; charset=utf-8"))
 
 
@@ -244,6 +254,22 @@ class TestBodyCap:
                           b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\nRIFF\r\n--b--\r\n',
                           headers={"Content-Type": "multipart/form-data; boundary=b"})
         assert (resp.status, resp.body) == (200, b"")
+
+
+class TestUpstreamFraming:
+    def test_a_chunked_answer_cut_by_a_close_is_a_failure_not_a_short_body(self, gw):
+        assert _error(gw, "truncated-chunked")["message"].endswith("truncated-chunked/p: connection error")
+
+    def test_a_101_from_the_upstream_is_a_failed_attempt(self, gw):
+        assert _error(gw, "switching")["message"].endswith("switching/p: connection error")
+
+    def test_bytes_after_the_answer_are_not_part_of_it(self, gw):
+        resp = gw.request("POST", "/v1/chat/completions", {"model": "trailing-bytes", "messages": MESSAGES})
+        assert resp.status == 200
+        assert resp.json()["choices"][0]["message"]["content"] == "hi"
+
+    def test_an_endless_answer_head_is_a_failed_attempt(self, gw):
+        assert _error(gw, "huge-head")["message"].endswith("huge-head/p: connection error")
 
 
 class TestIllTypedAnswers:

@@ -28,7 +28,8 @@ CHAT = b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: applica
 
 @pytest.fixture(scope="module")
 def gw(module_gateway_factory):
-    return module_gateway_factory(model_toml("echo", {"d": dummy_provider("echo")}), settings=SETTINGS)
+    models = model_toml("echo", {"d": dummy_provider("echo")}) + model_toml("slow", {"d": dummy_provider("slow")})
+    return module_gateway_factory(models, settings=SETTINGS)
 
 
 def _refused(conversation, status: int, code: str) -> None:
@@ -81,6 +82,26 @@ class TestNoSmuggling:
     def test_a_chunk_without_its_line_end_is_refused(self, gw):
         c = talk(gw.port, CHAT + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%sXX" % (len(BODY), BODY) + SMUGGLED)
         assert [a.status for a in c.answers] == [400], c.raw
+        assert c.closed
+
+    def test_an_endless_trailer_is_refused_not_buffered(self, gw):
+        pieces = [CHAT + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-Trailer: "] + [b"t" * 16384] * 16
+        c = talk(gw.port, *pieces)
+        assert [a.status for a in c.answers] == [400], c.raw[:300]
+        assert c.closed
+        assert gw.request("GET", "/health").status == 200
+
+    def test_an_endless_chunk_extension_is_refused_not_buffered(self, gw):
+        pieces = [CHAT + b"Transfer-Encoding: chunked\r\n\r\n2;ext="] + [b"e" * 16384] * 16
+        c = talk(gw.port, *pieces)
+        assert [a.status for a in c.answers] == [400], c.raw[:300]
+        assert c.closed
+
+    def test_http_1_0_with_transfer_encoding_is_answered_then_closed(self, gw):
+        data = (b"POST /v1/chat/completions HTTP/1.0\r\nConnection: keep-alive\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(BODY) + SMUGGLED)
+        c = talk(gw.port, data)
+        assert [a.status for a in c.answers] == [200], c.raw[:300]
         assert c.closed
 
     def test_a_bad_chunk_after_good_ones_fails_the_body_and_closes(self, gw):
@@ -197,6 +218,14 @@ class TestKeepAlive:
         assert [a.headers["x-request-id"] for a in answers] == [*ids, "last"]
         assert [a.status for a in answers] == [200] * 6
 
+    def test_a_pipelined_request_waiting_behind_a_slow_one_is_not_timed_out(self, gw):
+        slow = json.dumps({"model": "slow", "messages": [{"role": "user", "content": "hi"}]}).encode()
+        first = CHAT + b"Content-Length: %d\r\n\r\n" % len(slow) + slow
+        # The second request's first bytes arrive with the first; the rest comes while the first is served.
+        c = talk(gw.port, first + b"GET /health HTTP/1.1\r\n", 0.1,
+                 b"Host: a\r\nConnection: close\r\n\r\n", quiet_s=5.0)
+        assert [a.status for a in c.answers] == [200, 200], c.raw[-400:]
+
     def test_many_requests_share_one_connection(self, gw):
         sock = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
         try:
@@ -234,6 +263,12 @@ class TestKeepAlive:
         finally:
             sock.close()
         assert [a.status for a in parse(raw)] == [200]
+
+    def test_http_1_0_gets_no_100_continue(self, gw):
+        data = (b"POST /v1/chat/completions HTTP/1.0\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(BODY))
+        c = talk(gw.port, data, 0.3, BODY)
+        assert [a.status for a in c.answers] == [200], c.raw[:200]
 
     def test_http_1_0_keepalive_is_honoured(self, gw):
         data = b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" * 2

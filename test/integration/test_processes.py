@@ -174,7 +174,9 @@ class TestWorkers:
         deadline = time.monotonic() + REPLACED_WITHIN_S
         while len([p for p in _workers(gw) if _serving(p)]) != 1 and time.monotonic() < deadline:
             time.sleep(POLL_S)
-        assert len([p for p in _workers(gw) if _serving(p)]) == 1
+        serving = [p for p in _workers(gw) if _serving(p)]
+        states = {p: open(f"/proc/{p}/status").read().split("State:")[1].split()[0] for p in _workers(gw)}
+        assert len(serving) == 1, f"serving {serving} of {states}:\n{gw.log()[-3000:]}"
         assert _chat(gw) == 200
 
     def test_a_dead_workers_counts_stay_in_the_metrics(self, gateway_factory):
@@ -218,6 +220,18 @@ class TestMaster:
             assert s.read_all()[-1] == "[DONE]"
         assert gw.wait_exit() == 0
 
+    @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+    def test_a_signal_to_the_whole_group_still_drains(self, gateway_factory, upstream, sig):
+        # Ctrl-C, or systemd stopping the unit, signals the workers too; the master then signals them again.
+        extra = model_toml("stream", {"p": openai_provider(STREAM_MODEL, upstream.url)})
+        gw = gateway_factory(_models(extra), "--workers", "2")
+        _wait_workers(gw, 2)
+        stream = StreamReader(gw.port, "stream")
+        assert stream.next_event() is not None
+        os.killpg(gw.proc.pid, sig)
+        assert stream.read_all()[-1] == "[DONE]", "the drain was cut short"
+        assert gw.wait_exit() == 0
+
     def test_a_second_sigint_stops_at_once(self, gateway_factory, upstream):
         extra = model_toml("stream", {"p": openai_provider("stream-delay-500-60", upstream.url)})
         gw = gateway_factory(_models(extra), settings={"shutdown_timeout_s": 60})
@@ -251,6 +265,18 @@ class TestReload:
         assert load.failures == [], load.failures[:5]
         assert _chat(gw, "added") == 200
         print(f"\nSIGHUP under load: {load.ok} answered, 0 failed")
+
+    def test_sighup_with_a_config_that_is_not_utf8_keeps_the_old_one_serving(self, gateway_factory):
+        gw = gateway_factory(_models())
+        (worker,) = _wait_workers(gw, 1)
+        gw.config_path.write_bytes(gw.config_path.read_bytes() + b"\n# \xff\xfe\n")
+        gw.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while "keeps serving" not in gw.log() and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+        assert "not UTF-8" in gw.log()
+        assert gw.proc.poll() is None and _workers(gw) == {worker}
+        assert _chat(gw) == 200
 
     def test_sighup_with_an_invalid_config_keeps_the_old_one_serving(self, gateway_factory):
         gw = gateway_factory(_models())
