@@ -10,6 +10,8 @@ from typing import Any
 import tomlkit
 from tomlkit.exceptions import ParseError
 
+from gateway.config import observe
+from gateway.config.checker import Checker, ConfigError, key_path
 from gateway.config.schema import (
     CAPABILITIES,
     Config,
@@ -24,21 +26,6 @@ from providers.http import CLIENT_KINDS
 
 __all__ = ["ConfigError", "auth_enabled", "load_config", "load_config_text", "model_from_dict", "parse_bind"]
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-class ConfigError(Exception):
-    """The config is invalid; ``errors`` holds one ``path: reason`` line per problem."""
-
-    def __init__(self, source: str, errors: list[str]) -> None:
-        self.source = source
-        self.errors = errors
-        super().__init__("\n".join(f"{source}: {e}" for e in errors))
-
-
-def _key(name: str) -> str:
-    return name if _BARE_KEY.match(name) else f'"{name}"'
-
 
 def parse_bind(value: str) -> tuple[str, int]:
     """Split ``host:port`` (``[v6]:port`` too); raise ``ValueError`` with the reason."""
@@ -50,81 +37,6 @@ def parse_bind(value: str) -> tuple[str, int]:
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f'"{value}" has an invalid port')
     return host, int(port)
-
-
-class _Checker:
-    """Collects errors while reading plain dicts; each getter returns a default when a value is bad."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-
-    def fail(self, path: str, reason: str) -> None:
-        self.errors.append(f"{path}: {reason}")
-
-    def table(self, data: Any, path: str, allowed: set[str] | frozenset[str] | None) -> dict:
-        if not isinstance(data, dict):
-            self.fail(path, f"expected a table, got {_kind(data)}")
-            return {}
-        if allowed is not None:
-            for k in data:
-                if k not in allowed:
-                    self.fail(f"{path}.{_key(k)}" if path else _key(k), "unknown key")
-        return data
-
-    def get(self, data: dict, key: str, path: str, types: tuple[type, ...], default: Any) -> Any:
-        if key not in data:
-            return default
-        value = data[key]
-        # NOTE: bool is an int in Python; TOML keeps them apart, and so do we.
-        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
-            names = " or ".join(_TYPE_NAMES[t] for t in types)
-            self.fail(f"{path}.{key}", f"expected {names}, got {_kind(value)}")
-            return default
-        return value
-
-    def positive(self, data: dict, key: str, path: str, default: Any, *, allow_zero: bool = False) -> Any:
-        value = self.get(data, key, path, (int, float), default)
-        if value is not default and (value < 0 or value == 0 and not allow_zero):
-            self.fail(f"{path}.{key}", f"must be {'>= 0' if allow_zero else '> 0'}, got {value}")
-            return default
-        return value
-
-    def count(self, data: dict, key: str, path: str, default: int) -> int:
-        """A whole number > 0 (a size or a count)."""
-        value = self.get(data, key, path, (int,), default)
-        if value is not default and value <= 0:
-            self.fail(f"{path}.{key}", f"must be > 0, got {value}")
-            return default
-        return value
-
-    def str_list(self, data: dict, key: str, path: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        value = self.get(data, key, path, (list,), None)
-        if value is None:
-            return default
-        out = []
-        for i, item in enumerate(value):
-            if isinstance(item, str):
-                out.append(item)
-            else:
-                self.fail(f"{path}.{key}[{i}]", f"expected a string, got {_kind(item)}")
-        return tuple(out)
-
-    def str_map(self, data: dict, key: str, path: str) -> Mapping[str, str]:
-        value = self.table(data.get(key, {}), f"{path}.{key}", None)
-        for k, v in value.items():
-            if not isinstance(v, str):
-                self.fail(f"{path}.{key}.{_key(k)}", f"expected a string, got {_kind(v)}")
-        return MappingProxyType({k: v for k, v in value.items() if isinstance(v, str)})
-
-
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "an array", dict: "a table"}
-
-
-def _kind(value: Any) -> str:
-    for t in (bool, str, int, float, list, dict):
-        if isinstance(value, t):
-            return _TYPE_NAMES[t].split(" ", 1)[1]
-    return type(value).__name__
 
 
 _TOP_KEYS = {"gateway", "models", "api_keys"}
@@ -144,12 +56,13 @@ _GATEWAY_KEYS = {
     "upstream_client",
     "authentication",
     "redis",
+    *observe.SECTION_KEYS,
 }
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _GRANT_KEYS = {"endpoint_id", "model_id", "project_id", "prompt_id", "prompt_version_id", "version"}
 _AUTH_KEYS = {"enabled", "resync_interval_s"}
 _REDIS_KEYS = {"max_connections", "timeout_s"}
-_MODEL_KEYS = {"routing", "endpoints", "fallback_models", "retry_config", "providers"}
+_MODEL_KEYS = {"routing", "endpoints", "fallback_models", "retry_config", "providers", "pricing"}
 _RETRY_KEYS = {"num_retries", "max_delay_s"}
 _PROVIDER_KEYS = {
     "type",
@@ -179,7 +92,7 @@ def load_config_text(text: str, source: str, registry: Mapping[str, Any]) -> Con
         raw = tomlkit.parse(text).unwrap()
     except ParseError as e:
         raise ConfigError(source, [f"invalid TOML: {e}"]) from None
-    c = _Checker()
+    c = Checker()
     top = c.table(raw, "", _TOP_KEYS)
     gateway = _gateway(c, top.get("gateway", {}))
     models_raw = c.table(top.get("models", {}), "models", None)
@@ -187,25 +100,25 @@ def load_config_text(text: str, source: str, registry: Mapping[str, Any]) -> Con
     for name, model in models.items():
         for i, other in enumerate(model.fallback_models):
             if other not in models:
-                c.fail(f"models.{_key(name)}.fallback_models[{i}]", f'model "{other}" is not defined under models')
+                c.fail(f"models.{key_path(name)}.fallback_models[{i}]", f'model "{other}" is not defined under models')
             elif other == name:
-                c.fail(f"models.{_key(name)}.fallback_models[{i}]", "a model cannot fall back to itself")
+                c.fail(f"models.{key_path(name)}.fallback_models[{i}]", "a model cannot fall back to itself")
     api_keys = _api_keys(c, top.get("api_keys", {}))
     if c.errors:
         raise ConfigError(source, c.errors)
     return Config(gateway=gateway, models=MappingProxyType(models), api_keys=api_keys, source=source)
 
 
-def _api_keys(c: _Checker, data: Any) -> Mapping[str, Mapping[str, Mapping[str, Any]]]:
+def _api_keys(c: Checker, data: Any) -> Mapping[str, Mapping[str, Mapping[str, Any]]]:
     keys = c.table(data, "api_keys", None)
     out = {}
     for key_hash, models in keys.items():
-        path = f"api_keys.{_key(key_hash)}"
+        path = f"api_keys.{key_path(key_hash)}"
         if not _SHA256_HEX.match(key_hash):
             c.fail(path, 'expected the lowercase sha256 hex of "bud-" + the key')
         grants = c.table(models, path, None)
         for model, fields in grants.items():
-            mpath = f"{path}.{_key(model)}"
+            mpath = f"{path}.{key_path(model)}"
             d = c.table(fields, mpath, None if model == "__metadata__" else _GRANT_KEYS)
             if model != "__metadata__":
                 for need in ("endpoint_id", "model_id", "project_id"):
@@ -233,7 +146,7 @@ def model_from_dict(
     name: str, data: Any, registry: Mapping[str, Any], source: str, *, ignore: frozenset[str] = frozenset()
 ) -> ModelConfig:
     """One model table validated like a TOML model (keys in ``ignore`` are allowed and dropped)."""
-    c = _Checker()
+    c = Checker()
     if isinstance(data, dict) and ignore:
         data = {k: v for k, v in data.items() if k not in ignore}
     model = _model(c, name, data, registry)
@@ -242,7 +155,7 @@ def model_from_dict(
     return model
 
 
-def _gateway(c: _Checker, data: Any) -> GatewaySettings:
+def _gateway(c: Checker, data: Any) -> GatewaySettings:
     d = c.table(data, "gateway", _GATEWAY_KEYS)
     defaults = GatewaySettings()
     host, port = defaults.host, defaults.port
@@ -267,6 +180,10 @@ def _gateway(c: _Checker, data: Any) -> GatewaySettings:
         c.fail("gateway.redis.max_connections", f"must be > 0, got {max_connections}")
         max_connections = defaults.redis_max_connections
     return GatewaySettings(
+        metrics=observe.metrics(c, d.get("metrics", {})),
+        observability=observe.observability(c, d.get("observability", {})),
+        analytics=observe.analytics(c, d.get("analytics", {})),
+        traces=observe.traces(c, d.get("export", {})),
         auth_enabled=c.get(auth, "enabled", "gateway.authentication", (bool,), None),
         resync_interval_s=float(c.positive(auth, "resync_interval_s", "gateway.authentication", defaults.resync_interval_s)),
         redis_max_connections=max_connections,
@@ -288,11 +205,11 @@ def _gateway(c: _Checker, data: Any) -> GatewaySettings:
     )
 
 
-def _model(c: _Checker, name: str, data: Any, registry: Mapping[str, Any]) -> ModelConfig:
-    path = f"models.{_key(name)}"
+def _model(c: Checker, name: str, data: Any, registry: Mapping[str, Any]) -> ModelConfig:
+    path = f"models.{key_path(name)}"
     d = c.table(data, path, _MODEL_KEYS)
     providers_raw = c.table(d.get("providers", {}), f"{path}.providers", None)
-    providers = {p: _provider(c, f"{path}.providers.{_key(p)}", p, v, registry) for p, v in providers_raw.items()}
+    providers = {p: _provider(c, f"{path}.providers.{key_path(p)}", p, v, registry) for p, v in providers_raw.items()}
     routing = c.str_list(d, "routing", path, ())
     if "routing" not in d:
         c.fail(f"{path}.routing", "missing (the providers to try, in order)")
@@ -327,10 +244,11 @@ def _model(c: _Checker, name: str, data: Any, registry: Mapping[str, Any]) -> Mo
             max_delay_s=float(c.positive(retry, "max_delay_s", f"{path}.retry_config", 10.0, allow_zero=True)),
         ),
         providers=MappingProxyType(providers),
+        pricing=observe.pricing(c, d.get("pricing"), path),
     )
 
 
-def _provider(c: _Checker, path: str, name: str, data: Any, registry: Mapping[str, Any]) -> ProviderConfig:
+def _provider(c: Checker, path: str, name: str, data: Any, registry: Mapping[str, Any]) -> ProviderConfig:
     d = c.table(data, path, None)
     type_ = c.get(d, "type", path, (str,), None)
     cls = None
@@ -362,7 +280,7 @@ def _provider(c: _Checker, path: str, name: str, data: Any, registry: Mapping[st
     options = {k: v for k, v in d.items() if k not in _PROVIDER_KEYS}
     if cls is not None:
         for key, reason in cls.check_options(options):
-            c.fail(f"{path}.{_key(key)}", reason)
+            c.fail(f"{path}.{key_path(key)}", reason)
     return ProviderConfig(
         name=name,
         type=type_ or "",
@@ -376,7 +294,7 @@ def _provider(c: _Checker, path: str, name: str, data: Any, registry: Mapping[st
     )
 
 
-def _timeouts(c: _Checker, data: Any, path: str) -> TimeoutsConfig:
+def _timeouts(c: Checker, data: Any, path: str) -> TimeoutsConfig:
     d = c.table(data, path, {"non_streaming", "streaming"})
     ns = c.table(d.get("non_streaming", {}), f"{path}.non_streaming", {"total_ms"})
     st = c.table(d.get("streaming", {}), f"{path}.streaming", {"ttft_ms", "total_ms"})

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from providers.http import DEFAULT_CLIENT
 
 __all__ = [
     "CAPABILITIES",
+    "AnalyticsConfig",
     "Config",
     "GatewaySettings",
+    "MetricsConfig",
     "ModelConfig",
+    "ObservabilityConfig",
+    "Pricing",
     "ProviderConfig",
     "RetryConfig",
     "TimeoutsConfig",
+    "TracesConfig",
 ]
 
 #: Every capability a model may declare in ``endpoints``.
@@ -66,6 +72,26 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Pricing:
+    """What a model's tokens cost, as budapp writes it: ``input_cost`` per ``per_tokens`` input tokens."""
+
+    input_cost: float
+    output_cost: float
+    per_tokens: int = 1_000_000
+    currency: str = "USD"
+    #: The price of cached input tokens; None: they cost ``input_cost`` like any other.
+    cached_input_cost: float | None = None
+
+    def cost(self, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0) -> float:
+        """``input_tokens`` counts the cached ones too (OpenAI's ``prompt_tokens``)."""
+        cached = min(cached_input_tokens, input_tokens) if self.cached_input_cost is not None else 0
+        total = (input_tokens - cached) * self.input_cost + output_tokens * self.output_cost
+        if cached:
+            total += cached * self.cached_input_cost
+        return total / self.per_tokens
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     name: str
     routing: tuple[str, ...]
@@ -73,6 +99,60 @@ class ModelConfig:
     fallback_models: tuple[str, ...]
     retry: RetryConfig
     providers: Mapping[str, ProviderConfig]
+    pricing: Pricing | None = None
+
+
+#: Histogram buckets (seconds) for whole requests and streams: a cached answer to a ten-minute stream.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+#: Histogram buckets (seconds) for the gateway's own time per request: tens of microseconds up.
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+#: Private and loopback ranges: the load balancers and proxies in front of a gateway, by default.
+TRUSTED_PROXIES = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """[gateway.metrics]: histogram buckets, in seconds."""
+
+    duration_buckets: tuple[float, ...] = DURATION_BUCKETS
+    overhead_buckets: tuple[float, ...] = OVERHEAD_BUCKETS
+    ttft_buckets: tuple[float, ...] = DURATION_BUCKETS
+
+
+@dataclass(frozen=True, slots=True)
+class ObservabilityConfig:
+    """[gateway.observability]: where analytics rows go, and how they are written."""
+
+    #: None: use ClickHouse when a URL is given (env TENSORZERO_CLICKHOUSE_URL first); False: never.
+    enabled: bool | None = None
+    clickhouse_url: str | None = None
+    #: Keep the request and answer bodies in ``ModelInference.raw_request`` / ``raw_response``.
+    store_content: bool = True
+    batch_rows: int = 500
+    flush_interval_ms: int = 1000
+    #: Rows held in memory per worker before they go to the spool.
+    queue_rows: int = 10_000
+    #: The JSONL spool for rows ClickHouse could not take (None: no spool; rows wait in the queue).
+    spool_dir: str | None = None
+    spool_max_bytes: int = 1024 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyticsConfig:
+    """[gateway.analytics]: the per-request ``GatewayAnalytics`` row and its enrichment."""
+
+    enabled: bool = True
+    trusted_proxies: tuple[str, ...] = TRUSTED_PROXIES
+    geoip_db_path: str | None = None
+    geoip_asn_db_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TracesConfig:
+    """[gateway.export.otlp.traces]: OTLP/HTTP export (the endpoint is OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)."""
+
+    enabled: bool = False
+    extra_headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +183,10 @@ class GatewaySettings:
     #: [gateway.redis]: the connection pool blocks at this size rather than failing under load.
     redis_max_connections: int = 1024
     redis_timeout_s: float = 5.0
+    metrics: MetricsConfig = MetricsConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
+    analytics: AnalyticsConfig = AnalyticsConfig()
+    traces: TracesConfig = TracesConfig()
 
 
 @dataclass(frozen=True, slots=True)
