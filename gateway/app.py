@@ -62,7 +62,7 @@ def create_app(
     if http is None:
         limits = UpstreamLimits(settings.max_upstream_body_bytes, settings.max_sse_event_bytes)
         http = create_client(settings.upstream_client, limits=limits)
-    metrics = metrics if metrics is not None else Metrics()
+    metrics = metrics if metrics is not None else Metrics(settings.metrics)
     credential_store: dict[str, Secret] = {}
     catalog = Catalog(config.models, registry, credential_store)
     router = Router(catalog, http)
@@ -76,7 +76,8 @@ def create_app(
         sync = RedisSync(client, keys, catalog, credential_store, registry, load_decryptor(), settings.resync_interval_s)
         sync.start()
 
-    stages = [ContextStage(), RecordStage(metrics)]
+    hooks = [metrics.finished]
+    stages = [ContextStage(hooks), RecordStage(metrics.stream_opened)]
     if auth_enabled(config, redis_url):
         stages.append(AuthStage(keys))
     stages.append(ResolveStage(catalog, settings.max_body_bytes))
@@ -118,7 +119,12 @@ def create_app(
     return app
 
 
-def _respond(resp: falcon.Response, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+def _respond(req: falcon.Request, resp: falcon.Response, status: int, body: bytes, error_type: str,
+             message: str, headers: Mapping[str, str] | None = None) -> None:
+    outcome = req.context.outcome
+    if outcome is not None:
+        outcome.error_type = error_type
+        outcome.error_message = message
     resp.status = status
     resp.content_type = falcon.MEDIA_JSON
     resp.data = body
@@ -136,7 +142,9 @@ def _error_bytes(req: falcon.Request, status: int, message: str, type_: str, cod
 
 
 def _handle_gateway_error(req: falcon.Request, resp: falcon.Response, ex: GatewayError, params: dict) -> None:
-    _respond(resp, ex.status, _error_bytes(req, ex.status, str(ex), ex.type, ex.code, ex.param), ex.headers)
+    message = str(ex)
+    body = _error_bytes(req, ex.status, message, ex.type, ex.code, ex.param)
+    _respond(req, resp, ex.status, body, ex.code or ex.type, message, ex.headers)
 
 
 def _handle_falcon_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: dict) -> None:
@@ -148,7 +156,8 @@ def _handle_falcon_error(req: falcon.Request, resp: falcon.Response, ex: falcon.
     else:
         message = ex.description or ex.title or "request failed"
     type_ = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    _respond(resp, status, _error_bytes(req, status, message, type_, _CODES.get(status)), ex.headers)
+    code = _CODES.get(status)
+    _respond(req, resp, status, _error_bytes(req, status, message, type_, code), code or type_, message, ex.headers)
 
 
 def _handle_non_finite(req: falcon.Request, resp: falcon.Response, ex: NonFiniteNumberError, params: dict) -> None:
@@ -160,5 +169,5 @@ def _handle_non_finite(req: falcon.Request, resp: falcon.Response, ex: NonFinite
 
 def _handle_unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
     log.exception("unexpected error in %s %s (request %s)", req.method, req.path, req.context.request_id)
-    body = _error_bytes(req, 500, "The gateway failed to process the request.", "server_error", "internal_error")
-    _respond(resp, 500, body)
+    message = "The gateway failed to process the request."
+    _respond(req, resp, 500, _error_bytes(req, 500, message, "server_error", "internal_error"), "internal_error", message)

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from gateway.config.schema import ModelConfig, TimeoutsConfig
+from gateway.config.schema import ModelConfig, Pricing, TimeoutsConfig
 from gateway.errors import ModelNotFoundError, ServiceUnavailableError
 from providers.base import Provider
 from providers.credentials import Credential, Secret
@@ -27,13 +27,16 @@ MODEL_PREFIX = "tensorzero::model_name::"
 class Candidate:
     """One provider of one model, as routing tries it."""
 
-    __slots__ = ("model", "provider_name", "provider", "timeouts", "label")
+    __slots__ = ("model", "provider_name", "provider", "timeouts", "pricing", "label")
 
-    def __init__(self, model: str, provider_name: str, provider: Provider, timeouts: TimeoutsConfig) -> None:
+    def __init__(self, model: str, provider_name: str, provider: Provider, timeouts: TimeoutsConfig,
+                 pricing: Pricing | None = None) -> None:
         self.model = model
         self.provider_name = provider_name
         self.provider = provider
         self.timeouts = timeouts
+        #: The price of the candidate's own model (a fallback model's, not the one asked for).
+        self.pricing = pricing
         self.label = f"{model}/{provider_name}"
 
 
@@ -94,7 +97,7 @@ class Catalog:
             seen.add(name)
             instances = self._instances[name]
             for pname in model.routing:
-                chain.append(Candidate(name, pname, instances[pname], model.providers[pname].timeouts))
+                chain.append(Candidate(name, pname, instances[pname], model.providers[pname].timeouts, model.pricing))
             for other in model.fallback_models:
                 walk(other)
 

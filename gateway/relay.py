@@ -19,12 +19,15 @@ from typing import TYPE_CHECKING, Protocol
 
 import gevent
 
+from gateway.outcome import Usage
 from gateway.server.peer import ClientDisconnected
 from gateway.sse import DONE, ModelRewriter, error_event, frame
 from providers.base import TRANSLATION_ERRORS, ProviderError, ProviderTimeout, unexpected_shape
 from providers.jsonio import dumps, loads
 
 if TYPE_CHECKING:
+    from gateway.config.schema import Pricing
+    from gateway.outcome import Outcome
     from gateway.server.peer import Peer
 
 __all__ = [
@@ -43,9 +46,12 @@ class StreamAborted(gevent.GreenletExit):
 
 
 class StreamBody:
-    """What every relayed stream shares: the first piece, the rest, the deadline, the client watcher."""
+    """What every relayed stream shares: the first piece, the rest, the deadline, the client watcher,
+    and the request's outcome, which learns when the first byte went out, how many bytes did, the
+    usage the stream reported, and whether and why the stream was cut short."""
 
-    __slots__ = ("_first", "_rest", "_deadline", "_peer", "label", "_on_close", "_watcher", "failed")
+    __slots__ = ("_first", "_rest", "_deadline", "_peer", "label", "_on_close", "_watcher", "failed",
+                 "_outcome", "_pricing", "_sent", "_ended")
 
     def __init__(
         self,
@@ -54,6 +60,8 @@ class StreamBody:
         deadline: float | None,
         peer: Peer | None,
         label: str,
+        outcome: Outcome | None = None,
+        pricing: Pricing | None = None,
     ) -> None:
         self._first = first
         self._rest = rest
@@ -62,8 +70,13 @@ class StreamBody:
         self.label = label
         self._on_close: list[Callable[[StreamBody], None]] = []
         self._watcher: gevent.Greenlet | None = None
-        #: Set when the stream ended early (an upstream failure, or the client left): for metrics.
+        #: Set when the stream ended early (an upstream failure, or the client left).
         self.failed = False
+        self._outcome = outcome
+        #: The answering model's price, for the cost of the usage the stream reports.
+        self._pricing = pricing
+        self._sent = 0
+        self._ended = False
 
     def on_close(self, callback: Callable[[StreamBody], None]) -> None:
         self._on_close.append(callback)
@@ -74,17 +87,43 @@ class StreamBody:
         return self._relay()
 
     def _relay(self) -> Iterator[bytes]:
+        outcome = self._outcome
         try:
-            yield from self._events(self._pieces())
+            for piece in self._events(self._pieces()):
+                if not self._sent and outcome is not None:
+                    outcome.first_byte = time.monotonic()
+                self._sent += len(piece)
+                yield piece
         except ProviderError as e:
-            self.failed = True
             log.warning("stream from %s failed after its first byte: %s", self.label, e)
-            yield from self._failure(e)
+            self._cut("upstream", 504 if isinstance(e, ProviderTimeout) else 502, e)
+            for piece in self._failure(e):
+                self._sent += len(piece)
+                yield piece
         except ClientDisconnected:
             # Not swallowed: the server then drops the connection without the closing chunk, so a client
             # that only half-closed cannot take the cut stream for a whole one.
-            self.failed = True
+            self._cut("client", 499)
             raise
+        self._ended = True
+
+    def _cut(self, reason: str, status: int, error: ProviderError | None = None) -> None:
+        self.failed = True
+        outcome = self._outcome
+        if outcome is None or outcome.stream_cut:
+            return
+        outcome.stream_cut = True
+        outcome.cut_reason = reason
+        outcome.status = status
+        if error is not None and outcome.attempts:
+            attempt = outcome.attempts[-1]
+            attempt.result = "cut"
+            attempt.error = str(error)
+
+    def _usage(self, usage: object) -> None:
+        """A usage report in the stream: the outcome's usage and cost."""
+        if self._outcome is not None:
+            self._outcome.set_usage(Usage.parse(usage), self._pricing)
 
     def _events(self, pieces: Iterator[bytes]) -> Iterator[bytes]:
         raise NotImplementedError
@@ -117,6 +156,14 @@ class StreamBody:
         try:
             self._rest.close()
         finally:
+            if not self._ended:
+                self._cut("client", 499)  # the server stopped before the end: the client left
+            outcome = self._outcome
+            if outcome is not None:
+                outcome.bytes_out = self._sent
+                if outcome.attempts:
+                    attempt = outcome.attempts[-1]
+                    attempt.duration_s = time.monotonic() - attempt.started
             for callback in self._on_close:
                 callback(self)
 
@@ -127,19 +174,43 @@ def _error_payload(label: str, error: ProviderError) -> dict:
 
 
 class SSEStream(StreamBody):
-    """OpenAI chunk payloads (chat or legacy completions), model renamed for the client."""
+    """OpenAI chunk payloads (chat or legacy completions), model renamed for the client; the usage
+    chunk is recorded, and dropped unless the client asked for it (``include_usage``)."""
 
-    __slots__ = ("_rewrite",)
+    __slots__ = ("_rewrite", "_include_usage")
 
-    def __init__(self, first, rest, client_model: str, deadline, peer, label) -> None:
-        super().__init__(first, rest, deadline, peer, label)
+    def __init__(self, first, rest, client_model: str, deadline, peer, label, *, include_usage: bool = True,
+                 outcome: Outcome | None = None, pricing: Pricing | None = None) -> None:
+        super().__init__(first, rest, deadline, peer, label, outcome, pricing)
         self._rewrite = ModelRewriter(client_model)
+        self._include_usage = include_usage
 
     def _events(self, pieces: Iterator[bytes]) -> Iterator[bytes]:
         rewrite = self._rewrite
         for payload in pieces:
+            # PERF: a byte search first; with usage asked for, every chunk says "usage":null.
+            if b'"usage"' in payload and b'"usage":null' not in payload and b'"usage": null' not in payload:
+                payload = self._take_usage(payload)
+                if payload is None:
+                    continue
             yield frame(rewrite(payload))
         yield DONE
+
+    def _take_usage(self, payload: bytes) -> bytes | None:
+        """Record the chunk's usage; the chunk as the client gets it (None: not at all)."""
+        try:
+            chunk = loads(payload)
+        except ValueError:
+            return payload
+        if not isinstance(chunk, dict) or not isinstance(chunk.get("usage"), dict):
+            return payload
+        self._usage(chunk["usage"])
+        if self._include_usage:
+            return payload
+        if not chunk.get("choices"):
+            return None
+        chunk["usage"] = None
+        return dumps(chunk)
 
     def _failure(self, error: ProviderError) -> Iterator[bytes]:
         yield error_event(_error_payload(self.label, error))
@@ -151,8 +222,9 @@ class RawStream(StreamBody):
 
     __slots__ = ("_sse",)
 
-    def __init__(self, first, rest, content_type: str, deadline, peer, label) -> None:
-        super().__init__(first, rest, deadline, peer, label)
+    def __init__(self, first, rest, content_type: str, deadline, peer, label, *,
+                 outcome: Outcome | None = None) -> None:
+        super().__init__(first, rest, deadline, peer, label, outcome)
         self._sse = content_type.startswith("text/event-stream")
 
     def _events(self, pieces: Iterator[bytes]) -> Iterator[bytes]:
@@ -180,8 +252,8 @@ class EventStream(StreamBody):
     __slots__ = ("_translator", "_error")
 
     def __init__(self, first, rest, translator: ChunkTranslator, error: Callable[[str, int], bytes],
-                 deadline, peer, label) -> None:
-        super().__init__(first, rest, deadline, peer, label)
+                 deadline, peer, label, *, outcome: Outcome | None = None, pricing: Pricing | None = None) -> None:
+        super().__init__(first, rest, deadline, peer, label, outcome, pricing)
         self._translator = translator
         self._error = error
 
@@ -189,7 +261,10 @@ class EventStream(StreamBody):
         feed = self._translator.feed
         for payload in pieces:
             try:
-                events = feed(loads(payload))
+                chunk = loads(payload)
+                if b'"usage"' in payload and isinstance(chunk.get("usage"), dict):
+                    self._usage(chunk["usage"])
+                events = feed(chunk)
             except TRANSLATION_ERRORS as e:
                 raise unexpected_shape("chunk", e) from e
             if events:

@@ -18,6 +18,7 @@ import gevent
 from gateway.catalog import Candidate, Catalog, ModelRoute
 from gateway.config.schema import TimeoutsConfig
 from gateway.errors import ClientClosedError, GatewayError
+from gateway.outcome import Usage
 from providers.base import (
     Attempt,
     ChatRequest,
@@ -33,6 +34,7 @@ from providers.base import (
 from providers.http import UpstreamClient
 
 if TYPE_CHECKING:
+    from gateway.outcome import Outcome
     from gateway.server.peer import Peer
 
 __all__ = ["AllProvidersFailedError", "Answer", "ForwardAnswer", "Router", "StreamAnswer"]
@@ -167,24 +169,33 @@ class Router:
         self.catalog = catalog
         self._http = http
 
-    def chat(self, route: ModelRoute, request: ChatRequest, peer: Peer | None = None) -> Answer:
+    def chat(self, route: ModelRoute, request: ChatRequest, peer: Peer | None = None,
+             outcome: Outcome | None = None) -> Answer:
         def call(candidate: Candidate, attempt: Attempt) -> ChatResult:
             with _Timer(candidate.timeouts.non_streaming_total_s, "non-streaming total"):
                 return candidate.provider.chat(self._http, request, attempt)
 
-        return self._walk(route, call, Answer, peer)
+        answer = self._walk(route, call, Answer, peer, outcome)
+        if outcome is not None:
+            outcome.set_usage(Usage.parse(answer.result.body.get("usage")), answer.candidate.pricing)
+        return answer
 
-    def chat_stream(self, route: ModelRoute, request: ChatRequest, peer: Peer | None = None) -> StreamAnswer:
+    def chat_stream(self, route: ModelRoute, request: ChatRequest, peer: Peer | None = None,
+                    outcome: Outcome | None = None) -> StreamAnswer:
         def call(candidate: Candidate, attempt: Attempt) -> tuple[bytes, ChunkStream, float | None]:
             with _first_piece_timer(candidate.timeouts) as deadline:
                 stream = candidate.provider.chat_stream(self._http, request, attempt)
-                return _peek(stream), stream, deadline
+                first = _peek(stream)
+                attempt.first_byte_s = time.monotonic() - attempt.started
+                return first, stream, deadline
 
         return self._walk(
-            route, call, lambda got, cand, attempts, _s: StreamAnswer(got[0], got[1], cand, attempts, got[2]), peer
+            route, call, lambda got, cand, attempts, _s: StreamAnswer(got[0], got[1], cand, attempts, got[2]),
+            peer, outcome,
         )
 
-    def forward(self, route: ModelRoute, request: ForwardRequest, peer: Peer | None = None) -> ForwardAnswer:
+    def forward(self, route: ModelRoute, request: ForwardRequest, peer: Peer | None = None,
+                outcome: Outcome | None = None) -> ForwardAnswer:
         """Pass a request through the chain; a streamed answer falls back only until its first byte."""
 
         def call(candidate: Candidate, attempt: Attempt) -> tuple[Forwarded, bytes | None, float | None]:
@@ -193,7 +204,9 @@ class Router:
                     forwarded = candidate.provider.forward(self._http, request, attempt)
                     if forwarded.stream is None:
                         return forwarded, None, deadline
-                    return forwarded, _peek(forwarded.stream), deadline
+                    first = _peek(forwarded.stream)
+                    attempt.first_byte_s = time.monotonic() - attempt.started
+                    return forwarded, first, deadline
             total = candidate.timeouts.non_streaming_total_s
             deadline = None if total is None else time.monotonic() + total
             with _Timer(total, "non-streaming total"):
@@ -210,16 +223,20 @@ class Router:
         return self._walk(
             route, call,
             lambda got, cand, attempts, upstream_s: ForwardAnswer(got[0], got[1], cand, attempts, upstream_s, got[2]),
-            peer,
+            peer, outcome,
         )
 
     def _walk(self, route: ModelRoute, call: Callable[[Candidate, Attempt], T], wrap: Callable,
-              peer: Peer | None) -> object:
-        """Try each candidate in turn, every round; between attempts, stop if the client has left."""
+              peer: Peer | None, outcome: Outcome | None) -> object:
+        """Try each candidate in turn, every round; between attempts, stop if the client has left.
+
+        Each attempt is appended to the outcome's; the one that answers is its ``answered_*``.
+        """
         failures: list[tuple[str, ProviderError]] = []
         retry = route.config.retry
         attempts = 0
         upstream_s = 0.0
+        record = outcome.attempts if outcome is not None else []
         for round_ in range(retry.num_retries + 1):
             if round_:
                 delay = min(retry.max_delay_s, _BACKOFF_BASE_S * 2 ** (round_ - 1)) * random.uniform(0.5, 1.0)
@@ -229,10 +246,12 @@ class Router:
                     log.info("%s: the client left after %d attempts; no more are made", route.name, attempts)
                     raise ClientClosedError("The client closed the connection")
                 attempts += 1
-                attempt = Attempt(candidate.model, candidate.provider_name)
+                attempt = Attempt(candidate.model, candidate.provider_name, time.monotonic(), time.time())
+                record.append(attempt)
                 try:
                     got = call(candidate, attempt)
                 except ProviderError as e:
+                    attempt.failed(e, time.monotonic())
                     upstream_s += attempt.upstream_s
                     if isinstance(e, ProviderHTTPError) and not e.retryable:
                         raise _client_error(e) from e
@@ -240,5 +259,13 @@ class Router:
                     log.warning("attempt %d of %s failed: %s: %s (%s)", attempts, route.name, candidate.label,
                                 e.public, e)
                     continue
+                except BaseException:
+                    attempt.duration_s = time.monotonic() - attempt.started
+                    attempt.result = "error"
+                    raise
+                attempt.duration_s = time.monotonic() - attempt.started
+                if outcome is not None:
+                    outcome.answered_model = candidate.model
+                    outcome.answered_provider = candidate.provider_name
                 return wrap(got, candidate, attempts, upstream_s + attempt.upstream_s)
         raise AllProvidersFailedError(route.name, failures)

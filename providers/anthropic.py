@@ -144,7 +144,7 @@ class AnthropicProvider(Provider):
     def chat_stream(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChunkStream:
         body = self._request_body(request, stream=True)
         upstream = http.post_stream(self._url, body, self._request_headers(), attempt)
-        return stream_anthropic(upstream, request.include_usage)
+        return stream_anthropic(upstream, include_usage=True)  # see ChunkStream: usage always
 
 
 def anthropic_error(status: int, raw: bytes) -> ProviderHTTPError:

@@ -37,7 +37,9 @@ __all__ = [
 ]
 
 #: What a streaming call yields: the JSON payload of each event (the bytes after ``data: ``),
-#: in OpenAI's chat.completion.chunk shape. The stream ends at the upstream's ``[DONE]``.
+#: in OpenAI's chat.completion.chunk shape. The stream ends at the upstream's ``[DONE]``; a provider
+#: asks the upstream for usage whatever the client asked, so its last chunk carries ``usage`` when the
+#: upstream reports it (the relay records it, and drops it for a client that did not ask for it).
 ChunkStream = Iterator[bytes]
 
 
@@ -266,14 +268,35 @@ class Forwarded:
 
 
 class Attempt:
-    """One try of one provider; the upstream client adds the time spent waiting on the network."""
+    """One try of one provider: the upstream client adds the time spent waiting on the network; the
+    caller (routing, then the relay for a stream) records when it ran and how it ended."""
 
-    __slots__ = ("model", "provider", "upstream_s")
+    __slots__ = ("model", "provider", "upstream_s", "started", "started_at", "duration_s", "first_byte_s",
+                 "result", "status_code", "error")
 
-    def __init__(self, model: str, provider: str) -> None:
+    def __init__(self, model: str, provider: str, started: float = 0.0, started_at: float = 0.0) -> None:
         self.model = model
         self.provider = provider
         self.upstream_s = 0.0
+        #: ``time.monotonic()`` and Unix time at the start.
+        self.started = started
+        self.started_at = started_at
+        self.duration_s = 0.0
+        #: From the start to a stream's first piece.
+        self.first_byte_s: float | None = None
+        #: "ok", "http_<status>", "timeout", "connection", "bad_response", "credential", or "cut"
+        #: (a stream that failed after its first piece).
+        self.result = "ok"
+        self.status_code: int | None = None
+        #: Why it failed (the gateway's log detail, never shown to clients).
+        self.error: str | None = None
+
+    def failed(self, error: ProviderError, ended: float) -> None:
+        self.duration_s = ended - self.started
+        status = getattr(error, "status", None)
+        self.result = f"http_{status}" if isinstance(status, int) else error.kind
+        self.status_code = status
+        self.error = str(error)
 
 
 class Provider(abc.ABC):

@@ -141,8 +141,7 @@ class DummyProvider(Provider):
         for word in words:
             yield chunk({"content": word})
         yield chunk({}, "stop")
-        if request.include_usage:
-            yield ujson.dumps({**base, "choices": [], "usage": self._usage(request, len(words))}).encode()
+        yield ujson.dumps({**base, "choices": [], "usage": self._usage(request, len(words))}).encode()
 
 
     def forward(self, http: UpstreamClient, request: ForwardRequest, attempt: Attempt) -> Forwarded:

@@ -157,9 +157,14 @@ class OpenAIProvider(Provider):
             headers["Content-Type"] = content_type
         return headers
 
-    def _json_body(self, body: dict[str, Any]) -> bytes:
+    def _json_body(self, body: dict[str, Any], *, stream_usage: bool = False) -> bytes:
         body = dict(body)
         body["model"] = self.config.model_name
+        if stream_usage:
+            # NOTE: usage is asked for on every stream (the gateway records it); the relay drops the
+            # usage chunk again for a client that did not ask for it.
+            options = body.get("stream_options")
+            body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
         if self._extra_body:
             body.update(self._extra_body)
         return request_json(body)
@@ -171,7 +176,8 @@ class OpenAIProvider(Provider):
 
     def chat_stream(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChunkStream:
         url = self._urls[request.path]
-        upstream = http.post_stream(url, self._json_body(request.body), self._request_headers(), attempt)
+        body = self._json_body(request.body, stream_usage=True)
+        upstream = http.post_stream(url, body, self._request_headers(), attempt)
         return stream_openai(upstream)
 
     def forward(self, http: UpstreamClient, request: ForwardRequest, attempt: Attempt) -> Forwarded:

@@ -2,60 +2,150 @@
 
 The master sets ``PROMETHEUS_MULTIPROC_DIR`` before it forks workers and before prometheus_client
 is imported; every worker then writes its samples to files there, and ``/metrics`` sums them.
+
+Every label value is bounded: route templates, configured model and provider names (a model the
+client named but the gateway does not serve is ``_unknown``), attempt results and HTTP statuses.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
 )
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+from gateway.config.schema import MetricsConfig
+from gateway.outcome import Outcome
 
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "overhead_s"]
+
+#: The model label of a request for a model the gateway does not serve.
+UNKNOWN_MODEL = "_unknown"
+_TOKEN_KINDS = ("input", "output", "cached_input", "reasoning")
+
+
+def overhead_s(outcome: Outcome) -> float | None:
+    """The gateway's own time: a whole answer's time less the time waiting on providers; a stream's
+    time to its first byte less the failed attempts and the answering one's wait for its first piece."""
+    if outcome.is_stream:
+        if outcome.first_byte is None or not outcome.attempts:
+            return None
+        *failed, answering = outcome.attempts
+        waited = sum(a.duration_s for a in failed) + (answering.first_byte_s or 0.0)
+        return max(outcome.first_byte - outcome.started - waited, 0.0)
+    return max(outcome.finished - outcome.started - outcome.upstream_s, 0.0)
+
+
+class _Family:
+    """One metric and its children by label values (PERF: ``labels()`` validates and locks on every
+    call; the label sets are few, so each child is looked up once)."""
+
+    __slots__ = ("_metric", "_children")
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *labels: str) -> Any:
+        try:
+            return self._children[labels]
+        except KeyError:
+            child = self._children[labels] = self._metric.labels(*labels)
+            return child
 
 
 class Metrics:
-    """The gateway's metrics, on a registry of their own (no process-global registry)."""
+    """The gateway's metrics, on a registry of their own (no process-global registry).
 
-    def __init__(self) -> None:
-        self._registry = CollectorRegistry(auto_describe=True)
+    ``finished`` is a finish hook; ``stream_opened`` runs when a streamed answer starts.
+    """
+
+    def __init__(self, config: MetricsConfig | None = None) -> None:
+        config = config or MetricsConfig()
+        registry = self._registry = CollectorRegistry(auto_describe=True)
         self._multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
-        self.requests = Counter(
-            "budgateway_requests",
-            "HTTP requests served, by route, model and status.",
-            ("route", "model", "status"),
-            registry=self._registry,
-        )
-        self.duration = Histogram(
-            "budgateway_request_duration_seconds",
-            "Time from the request's arrival to the end of its answer (the last chunk of a stream).",
-            ("route", "model"),
-            buckets=_LATENCY_BUCKETS,
-            registry=self._registry,
-        )
 
-        # PERF: labels() validates and locks on every call; the label sets are few (routes x models x
-        # statuses), so each pair of children is looked up once.
-        self._children: dict[tuple[str, str, int], tuple] = {}
+        def counter(name: str, doc: str, labels: tuple[str, ...]) -> _Family:
+            return _Family(Counter(name, doc, labels, registry=registry))
 
-    def observe(self, route: str, model: str, status: int, seconds: float) -> None:
-        key = (route, model, status)
-        try:
-            count, duration = self._children[key]
-        except KeyError:
-            count = self.requests.labels(route, model, str(status))
-            duration = self.duration.labels(route, model)
-            self._children[key] = (count, duration)
-        count.inc()
-        duration.observe(seconds)
+        def histogram(name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]) -> _Family:
+            return _Family(Histogram(name, doc, labels, buckets=buckets, registry=registry))
+
+        self.requests = counter("budgateway_requests", "Requests served, by route, model, provider and final "
+                                "status (a stream cut short counts with the status of why: 502, 504, 499).",
+                                ("route", "model", "provider", "status"))
+        self.duration = histogram("budgateway_request_duration_seconds", "From the request's arrival to the end of "
+                                  "its answer (a stream's last chunk).", ("route", "model"), config.duration_buckets)
+        self.overhead = histogram("budgateway_overhead_seconds", "The gateway's own time per request: the whole "
+                                  "time less the time waiting on providers (streams: up to the first byte).",
+                                  ("route",), config.overhead_buckets)
+        self.ttft = histogram("budgateway_ttft_seconds", "Time to a stream's first byte, from the request's arrival.",
+                              ("model", "provider"), config.ttft_buckets)
+        self.tokens = counter("budgateway_tokens", "Tokens the providers reported.", ("model", "provider", "kind"))
+        self.cost = counter("budgateway_cost", "Cost of the answers, from the models' pricing.",
+                            ("model", "provider", "currency"))
+        self.attempts = counter("budgateway_provider_attempts", "Provider attempts, by how they ended.",
+                                ("model", "provider", "result"))
+        self.fallbacks = counter("budgateway_fallbacks", "Moves to the next provider or fallback model.", ("model",))
+        self.streams_cut = counter("budgateway_streams_cut", "Streams that ended before their end (an upstream "
+                                   "failure, a timeout, the client leaving).", ("model", "provider"))
+        self._streams_active = Gauge("budgateway_streams_active", "Streamed answers being relayed now.",
+                                     registry=registry, multiprocess_mode="livesum")
+        self._queue_depth = Gauge("budgateway_analytics_queue_depth", "Analytics rows waiting in memory to be "
+                                  "written.", registry=registry, multiprocess_mode="livesum")
+        self.analytics_rows = counter("budgateway_analytics_rows", "Analytics rows, by where they went.",
+                                      ("table", "result"))
+        self.spans_dropped = Counter("budgateway_trace_spans_dropped", "Trace spans the exporter could not send.",
+                                     registry=registry)
+
+    def stream_opened(self, outcome: Outcome) -> None:
+        self._streams_active.inc()
+
+    def finished(self, outcome: Outcome) -> None:
+        route = outcome.route
+        model = outcome.model_name or (UNKNOWN_MODEL if outcome.model else "")
+        provider = outcome.answered_provider or ""
+        self.requests(route, model, provider, str(outcome.status)).inc()
+        self.duration(route, model).observe(outcome.finished - outcome.started)
+        overhead = overhead_s(outcome)
+        if overhead is not None:
+            self.overhead(route).observe(overhead)
+        if outcome.is_stream:
+            self._streams_active.dec()
+        attempts = outcome.attempts
+        if not attempts:
+            return
+        for attempt in attempts:
+            self.attempts(attempt.model, attempt.provider, attempt.result).inc()
+        if len(attempts) > 1:
+            self.fallbacks(model).inc(len(attempts) - 1)
+        answered = outcome.answered_model or model
+        if outcome.is_stream:
+            if outcome.first_byte is not None:
+                self.ttft(answered, provider).observe(outcome.first_byte - outcome.started)
+            if outcome.stream_cut:
+                self.streams_cut(answered, provider).inc()
+        usage = outcome.usage
+        if usage is not None:
+            for kind, count in zip(_TOKEN_KINDS, (usage.input_tokens, usage.output_tokens,
+                                                  usage.cached_input_tokens, usage.reasoning_tokens), strict=True):
+                if count:
+                    self.tokens(answered, provider, kind).inc(count)
+        if outcome.cost:
+            self.cost(answered, provider, outcome.currency or "").inc(outcome.cost)
+
+    def queue_depth(self) -> Callable[[int], None]:
+        """A setter for this worker's analytics queue depth."""
+        return self._queue_depth.set
 
     def render(self) -> bytes:
         if self._multiprocess:

@@ -1,15 +1,18 @@
-"""Stage 1: the request context (request id, start time, client address, user agent, the peer)."""
+"""Stage 1: the request context (request id, start time, client address, user agent, the peer) and the
+request's outcome (``gateway.outcome``) with the finish hooks every request gets."""
 
 from __future__ import annotations
 
 import random
 import re
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import falcon
 
 from gateway.logs import request_id as log_request_id
+from gateway.outcome import Outcome, new_inference_id
 from gateway.server.peer import PEER_KEY
 
 __all__ = ["ContextStage", "GatewayRequest", "RequestContext", "new_request_id"]
@@ -52,6 +55,7 @@ class RequestContext:
         "project_id",
         "endpoint_id",
         "model_id",
+        "outcome",
     )
 
     def __init__(self) -> None:
@@ -81,6 +85,8 @@ class RequestContext:
         self.project_id = None
         self.endpoint_id = None
         self.model_id = None
+        #: The request's ``outcome.Outcome``.
+        self.outcome: Outcome | None = None
 
 
 class GatewayRequest(falcon.Request):
@@ -88,9 +94,18 @@ class GatewayRequest(falcon.Request):
 
 
 class ContextStage:
+    """``hooks`` are the finish hooks every request's outcome starts with (metrics, analytics, traces)."""
+
+    def __init__(self, hooks: Iterable[Callable[[Outcome], None]] = ()) -> None:
+        self._hooks = tuple(hooks)
+
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         ctx = req.context
-        ctx.started = time.monotonic()
+        started = ctx.started = time.monotonic()
+        outcome = ctx.outcome = Outcome(new_inference_id(), started, time.time(), self._hooks)
+        outcome.context = ctx
+        outcome.method = req.method
+        outcome.path = req.path
         request_id = req.get_header("x-request-id")
         if request_id is None or not _REQUEST_ID.fullmatch(request_id):
             request_id = new_request_id()
@@ -103,4 +118,10 @@ class ContextStage:
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
         # Whatever the method: a 405 on /v1/messages is answered in Anthropic's shape too.
-        req.context.error_format = getattr(resource, "error_format", None)
+        ctx = req.context
+        ctx.error_format = getattr(resource, "error_format", None)
+        capability = getattr(resource, "capability", None)
+        if capability is not None:
+            # Every answer of an inference route names its inference, errors included.
+            ctx.outcome.endpoint_type = capability
+            resp.set_header("x-tensorzero-inference-id", ctx.outcome.inference_id)

@@ -140,6 +140,7 @@ class ResolveStage:
             raw = _Budget(req.stream, self._max).read()  # chunked transfer coding
         else:
             raw = req.bounded_stream.read()
+        req.context.outcome.bytes_in = len(raw)
         if not raw:
             raise InvalidJSONError("Request body is empty; expected a JSON object")
         try:

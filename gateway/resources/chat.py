@@ -32,14 +32,17 @@ class ChatCompletions:
         self._check(ctx.body)
         request = ChatRequest(ctx.body, ctx.model, self.path)
         if request.stream:
-            answer = self._router.chat_stream(ctx.route, request, ctx.peer)
+            answer = self._router.chat_stream(ctx.route, request, ctx.peer, ctx.outcome)
             label = answer.candidate.label
-            ctx.stream = resp.stream = SSEStream(answer.first, answer.rest, ctx.model, answer.deadline, ctx.peer, label)
+            ctx.stream = resp.stream = SSEStream(
+                answer.first, answer.rest, ctx.model, answer.deadline, ctx.peer, label,
+                include_usage=request.include_usage, outcome=ctx.outcome, pricing=answer.candidate.pricing,
+            )
             resp.content_type = "text/event-stream"
             resp.set_header("Cache-Control", "no-cache")
             inference_headers(resp, label, answer.attempts)
             return
-        answer = self._router.chat(ctx.route, request, ctx.peer)
+        answer = self._router.chat(ctx.route, request, ctx.peer, ctx.outcome)
         body = answer.result.body
         body["model"] = ctx.model
         json_response(resp, body)

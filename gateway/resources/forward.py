@@ -11,6 +11,7 @@ import time
 
 import falcon
 
+from gateway.outcome import Usage
 from gateway.relay import RawStream
 from gateway.resources.respond import inference_headers
 from gateway.routing import ForwardAnswer, Router
@@ -39,7 +40,7 @@ class JSONForward:
         ctx = req.context
         stream = self._always_stream or ctx.body.get("stream") is True
         request = ForwardRequest(self.capability, self.path, ctx.model, json=ctx.body, stream=stream)
-        _respond(req, resp, self._router.forward(ctx.route, request, ctx.peer))
+        _respond(req, resp, self._router.forward(ctx.route, request, ctx.peer, ctx.outcome))
 
 
 class FormForward:
@@ -58,7 +59,7 @@ class FormForward:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         ctx = req.context
         request = ForwardRequest(self.capability, self.path, ctx.model, form=ctx.form)
-        _respond(req, resp, self._router.forward(ctx.route, request, ctx.peer))
+        _respond(req, resp, self._router.forward(ctx.route, request, ctx.peer, ctx.outcome))
 
 
 def _respond(req: falcon.Request, resp: falcon.Response, answer: ForwardAnswer) -> None:
@@ -68,24 +69,30 @@ def _respond(req: falcon.Request, resp: falcon.Response, answer: ForwardAnswer) 
     resp.content_type = forwarded.content_type
     if forwarded.stream is not None:
         ctx.stream = resp.stream = RawStream(
-            answer.first, forwarded.stream, forwarded.content_type, answer.deadline, ctx.peer, label
+            answer.first, forwarded.stream, forwarded.content_type, answer.deadline, ctx.peer, label,
+            outcome=ctx.outcome,
         )
         resp.set_header("Cache-Control", "no-cache")
         inference_headers(resp, label, answer.attempts)
         return
-    resp.data = _renamed(forwarded.body, forwarded.content_type, ctx.model)
+    resp.data, usage = _renamed(forwarded.body, forwarded.content_type, ctx.model)
+    ctx.outcome.set_usage(Usage.parse(usage), answer.candidate.pricing)
     inference_headers(resp, label, answer.attempts, time.monotonic() - ctx.started - answer.upstream_s)
 
 
-def _renamed(body: bytes, content_type: str, model: str) -> bytes:
-    """A JSON answer with its ``model`` set to the client's name; anything else untouched."""
+def _renamed(body: bytes, content_type: str, model: str) -> tuple[bytes, object]:
+    """A JSON answer with its ``model`` set to the client's name (anything else untouched), and the
+    ``usage`` it reports."""
     if not content_type.startswith("application/json"):
-        return body
+        return body, None
     try:
         parsed = loads(body)
     except ValueError:
-        return body
-    if not isinstance(parsed, dict) or "model" not in parsed:
-        return body
+        return body, None
+    if not isinstance(parsed, dict):
+        return body, None
+    usage = parsed.get("usage")
+    if "model" not in parsed:
+        return body, usage
     parsed["model"] = model
-    return dumps(parsed)
+    return dumps(parsed), usage

@@ -31,7 +31,7 @@ class Messages:
         ctx = req.context
         request = ChatRequest(messages_to_chat(ctx.body), ctx.model)
         if request.stream:
-            answer = self._router.chat_stream(ctx.route, request, ctx.peer)
+            answer = self._router.chat_stream(ctx.route, request, ctx.peer, ctx.outcome)
             label = answer.candidate.label
             ctx.stream = resp.stream = EventStream(
                 answer.first,
@@ -41,11 +41,13 @@ class Messages:
                 answer.deadline,
                 ctx.peer,
                 label,
+                outcome=ctx.outcome,
+                pricing=answer.candidate.pricing,
             )
             resp.content_type = "text/event-stream"
             resp.set_header("Cache-Control", "no-cache")
             inference_headers(resp, label, answer.attempts)
             return
-        answer = self._router.chat(ctx.route, request, ctx.peer)
+        answer = self._router.chat(ctx.route, request, ctx.peer, ctx.outcome)
         json_response(resp, chat_to_message(answer.result.body, ctx.model))
         inference_headers(resp, answer.candidate.label, answer.attempts, time.monotonic() - ctx.started - answer.upstream_s)

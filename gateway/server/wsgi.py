@@ -12,6 +12,7 @@ import gevent
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
+from gateway import __version__
 from gateway.server.connection import Connection
 from gateway.server.request import ServerLimits
 
@@ -23,6 +24,8 @@ log = logging.getLogger("gateway.server")
 #: one gets ``Connection: close`` on its next answer instead, so no request is cut off in flight.
 DRAIN_IDLE_S = 0.5
 _DRAIN_SWEEP_S = 0.1
+#: TensorZero's header naming the gateway's version, on every answer.
+_VERSION_LINE = f"x-tensorzero-gateway-version: {__version__}\r\n".encode("latin-1")
 
 
 class GatewayServer(WSGIServer):
@@ -72,10 +75,11 @@ class GatewayServer(WSGIServer):
             return line
 
     def date_line(self) -> bytes:
-        """The Date header (RFC 9110, section 6.6.1), formatted once a second."""
+        """The headers of every answer, the app's and the server's own errors alike: the Date (RFC 9110,
+        section 6.6.1), formatted once a second, and the gateway's version."""
         now = int(time.time())
         if now != self._date_second:
-            self._date_line = b"Date: " + formatdate(now, usegmt=True).encode("latin-1") + b"\r\n"
+            self._date_line = b"Date: " + formatdate(now, usegmt=True).encode("latin-1") + b"\r\n" + _VERSION_LINE
             self._date_second = now
         return self._date_line
 

@@ -125,5 +125,5 @@ class TestOtherRoutes:
     def test_metrics_count_requests(self, client):
         chat(client, {"model": "text", "messages": MESSAGES})
         text = client.simulate_get("/metrics").text
-        assert 'budgateway_requests_total{model="text",route="/v1/chat/completions",status="200"} 1.0' in text
+        assert 'budgateway_requests_total{model="text",provider="d",route="/v1/chat/completions",status="200"} 1.0' in text
         assert "budgateway_request_duration_seconds_bucket" in text
