@@ -13,7 +13,10 @@ from gateway.catalog import Catalog
 from gateway.config.loader import auth_enabled
 from gateway.config.schema import Config
 from gateway.errors import GatewayError, ProviderAnswerError, error_body
+from gateway.observe.clientip import ClientAddress
 from gateway.observe.metrics import Metrics
+from gateway.observe.setup import Observers
+from gateway.observe.setup import build as build_observers
 from gateway.pipeline.auth import AuthStage
 from gateway.pipeline.context import ContextStage, GatewayRequest
 from gateway.pipeline.record import RecordStage
@@ -32,7 +35,7 @@ from providers.credentials import Secret
 from providers.http import UpstreamClient, UpstreamLimits, create_client
 from providers.jsonio import NonFiniteNumberError
 
-__all__ = ["create_app"]
+__all__ = ["GatewayApp", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,18 @@ _TYPES = {
 }
 #: Our ``code`` for Falcon's own errors.
 _CODES = {404: "unknown_url", 405: "method_not_allowed", 413: "request_too_large", 415: "unsupported_media_type"}
+
+
+class GatewayApp(falcon.App):
+    """The Falcon app, and what its worker must close when it stops (the analytics writer)."""
+
+    def __init__(self, observers: Observers, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.observers = observers
+
+    def shutdown(self, timeout: float) -> None:
+        """After the drain: flush or spool what is still queued, within ``timeout`` seconds."""
+        self.observers.close(timeout)
 
 
 def create_app(
@@ -76,12 +91,14 @@ def create_app(
         sync = RedisSync(client, keys, catalog, credential_store, registry, load_decryptor(), settings.resync_interval_s)
         sync.start()
 
-    hooks = [metrics.finished]
-    stages = [ContextStage(hooks), RecordStage(metrics.stream_opened)]
+    observers = build_observers(config, metrics)
+    clients = ClientAddress(settings.analytics.trusted_proxies)
+    capture = observers.writer is not None and settings.observability.store_content
+    stages = [ContextStage(observers.hooks, clients, capture=capture), RecordStage(metrics.stream_opened)]
     if auth_enabled(config, redis_url):
         stages.append(AuthStage(keys))
     stages.append(ResolveStage(catalog, settings.max_body_bytes))
-    app = falcon.App(request_type=GatewayRequest, middleware=stages)
+    app = GatewayApp(observers, request_type=GatewayRequest, middleware=stages)
     app.req_options.strip_url_path_trailing_slash = True
 
     inference = {
@@ -108,7 +125,7 @@ def create_app(
     models = Models(catalog)
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id:path}", models, suffix="one")
-    app.add_route("/health", Health(sync))
+    app.add_route("/health", Health(sync, observers.health))
     app.add_route("/status", Status())
     app.add_route("/metrics", MetricsResource(metrics))
 

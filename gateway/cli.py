@@ -15,6 +15,7 @@ from gateway.config.default import DEFAULT_CONFIG, DEFAULT_SOURCE
 from gateway.config.loader import ConfigError, auth_enabled, load_config, load_config_text, parse_bind
 from gateway.config.schema import Config
 from gateway.logs import configure_logging
+from gateway.observe.setup import prepare as prepare_observers
 from gateway.stores.crypto import KeyLoadError, load_decryptor
 from providers.registry import RegistryError, build_registry
 
@@ -105,6 +106,7 @@ def _loader(path: str | None, registry: Mapping, redis_url: str | None) -> Calla
     def load() -> Config:
         config = load_config_text(DEFAULT_CONFIG, DEFAULT_SOURCE, registry) if path is None else load_config(path, registry)
         auth_enabled(config, redis_url)
+        prepare_observers(config)
         try:
             load_decryptor()
         except KeyLoadError as e:

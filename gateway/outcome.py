@@ -116,6 +116,8 @@ class Outcome:
         "request_body",
         "response_body",
         "tags",
+        "recorded",
+        "capture",
         "context",
         "_hooks",
         "_done",
@@ -164,6 +166,10 @@ class Outcome:
         self.request_body: Any = None
         self.response_body: bytes | None = None
         self.tags: dict[str, str] = {}
+        #: False for the operational routes (health, status, metrics): no analytics row.
+        self.recorded = True
+        #: With ``store_content``: the pieces of a streamed answer as sent (bounded), else None.
+        self.capture: list[bytes] | None = None
         #: The request's ``RequestContext`` (who asked: the auth ids, the client address and agent).
         self.context: Any = None
         self._hooks: list[Callable[[Outcome], None]] = list(hooks)
@@ -173,6 +179,18 @@ class Outcome:
     def ttft_s(self) -> float | None:
         """Time to first token as the client saw it: from the request's arrival to the stream's first piece."""
         return None if self.first_byte is None else self.first_byte - self.started
+
+    @property
+    def overhead_s(self) -> float | None:
+        """The gateway's own time: a whole answer's time less the time waiting on providers; a stream's
+        time to its first byte less the failed attempts and the answering one's wait for its first piece."""
+        if self.is_stream:
+            if self.first_byte is None or not self.attempts:
+                return None
+            *failed, answering = self.attempts
+            waited = sum(a.duration_s for a in failed) + (answering.first_byte_s or 0.0)
+            return max(self.first_byte - self.started - waited, 0.0)
+        return max(self.finished - self.started - self.upstream_s, 0.0)
 
     @property
     def upstream_s(self) -> float:

@@ -40,6 +40,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: How much of a streamed answer is kept for the analytics rows (``store_content``).
+CAPTURE_LIMIT = 1024 * 1024
+
 class StreamAborted(gevent.GreenletExit):
     """Ends a response whose format has no in-band error (audio bytes): the server then drops the
     connection without the closing chunk, so the client sees a truncated body, not a complete one."""
@@ -86,12 +89,18 @@ class StreamBody:
             self._watcher = self._peer.watch(gevent.getcurrent())
         return self._relay()
 
+    #: Whether what the client gets is text worth keeping for the analytics rows (not audio bytes).
+    textual = True
+
     def _relay(self) -> Iterator[bytes]:
         outcome = self._outcome
+        capture = outcome.capture if outcome is not None and self.textual else None
         try:
             for piece in self._events(self._pieces()):
                 if not self._sent and outcome is not None:
                     outcome.first_byte = time.monotonic()
+                if capture is not None and self._sent < CAPTURE_LIMIT:
+                    capture.append(piece)
                 self._sent += len(piece)
                 yield piece
         except ProviderError as e:
@@ -161,6 +170,8 @@ class StreamBody:
             outcome = self._outcome
             if outcome is not None:
                 outcome.bytes_out = self._sent
+                if outcome.capture:
+                    outcome.response_body = b"".join(outcome.capture)[:CAPTURE_LIMIT]
                 if outcome.attempts:
                     attempt = outcome.attempts[-1]
                     attempt.duration_s = time.monotonic() - attempt.started
@@ -226,6 +237,10 @@ class RawStream(StreamBody):
                  outcome: Outcome | None = None) -> None:
         super().__init__(first, rest, deadline, peer, label, outcome)
         self._sse = content_type.startswith("text/event-stream")
+
+    @property
+    def textual(self) -> bool:
+        return self._sse
 
     def _events(self, pieces: Iterator[bytes]) -> Iterator[bytes]:
         return pieces

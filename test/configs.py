@@ -44,10 +44,10 @@ def openai_provider(model_name: str, api_base: str, *, type: str = "openai",
 
 def model_toml(name: str, providers: dict[str, dict[str, object]], *,
                endpoints: list[str] | None = None, fallback_models: list[str] | None = None,
-               retry_config: dict[str, object] | None = None) -> str:
+               retry_config: dict[str, object] | None = None, pricing: dict[str, object] | None = None) -> str:
     """A ``[models."name"]`` table and its provider tables; ``routing`` tries ``providers`` in their order."""
     settings = {"routing": list(providers), "endpoints": endpoints, "fallback_models": fallback_models,
-                "retry_config": retry_config}
+                "retry_config": retry_config, "pricing": pricing}
     header = f"models.{json.dumps(name)}"
     text = _table(header, {k: v for k, v in settings.items() if v is not None})
     return text + "".join(_table(f"{header}.providers.{_key(p)}", table) for p, table in providers.items())

@@ -26,23 +26,11 @@ from prometheus_client import (
 from gateway.config.schema import MetricsConfig
 from gateway.outcome import Outcome
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "overhead_s"]
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
 #: The model label of a request for a model the gateway does not serve.
 UNKNOWN_MODEL = "_unknown"
 _TOKEN_KINDS = ("input", "output", "cached_input", "reasoning")
-
-
-def overhead_s(outcome: Outcome) -> float | None:
-    """The gateway's own time: a whole answer's time less the time waiting on providers; a stream's
-    time to its first byte less the failed attempts and the answering one's wait for its first piece."""
-    if outcome.is_stream:
-        if outcome.first_byte is None or not outcome.attempts:
-            return None
-        *failed, answering = outcome.attempts
-        waited = sum(a.duration_s for a in failed) + (answering.first_byte_s or 0.0)
-        return max(outcome.first_byte - outcome.started - waited, 0.0)
-    return max(outcome.finished - outcome.started - outcome.upstream_s, 0.0)
 
 
 class _Family:
@@ -116,7 +104,7 @@ class Metrics:
         provider = outcome.answered_provider or ""
         self.requests(route, model, provider, str(outcome.status)).inc()
         self.duration(route, model).observe(outcome.finished - outcome.started)
-        overhead = overhead_s(outcome)
+        overhead = outcome.overhead_s
         if overhead is not None:
             self.overhead(route).observe(overhead)
         if outcome.is_stream:
@@ -142,6 +130,15 @@ class Metrics:
                     self.tokens(answered, provider, kind).inc(count)
         if outcome.cost:
             self.cost(answered, provider, outcome.currency or "").inc(outcome.cost)
+
+    def analytics_rows_counter(self) -> Callable[[str, str, int], None]:
+        """``count(table, result, n)`` for the analytics writer."""
+        family = self.analytics_rows
+
+        def count(table: str, result: str, n: int) -> None:
+            family(table, result).inc(n)
+
+        return count
 
     def queue_depth(self) -> Callable[[int], None]:
         """A setter for this worker's analytics queue depth."""

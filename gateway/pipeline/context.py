@@ -12,6 +12,7 @@ from typing import Any
 import falcon
 
 from gateway.logs import request_id as log_request_id
+from gateway.observe.clientip import ClientAddress
 from gateway.outcome import Outcome, new_inference_id
 from gateway.server.peer import PEER_KEY
 
@@ -42,6 +43,7 @@ class RequestContext:
         "started",
         "peer",
         "client_ip",
+        "proxy_chain",
         "user_agent",
         "body",
         "form",
@@ -64,6 +66,8 @@ class RequestContext:
         #: The ``server.peer.Peer`` at the other end (None outside the server, e.g. in tests).
         self.peer = None
         self.client_ip = ""
+        #: The proxies the request came through (``X-Forwarded-For`` and the peer), when the peer is trusted.
+        self.proxy_chain: str | None = None
         self.user_agent = ""
         #: The parsed JSON body of an inference request.
         self.body: dict[str, Any] | None = None
@@ -94,10 +98,15 @@ class GatewayRequest(falcon.Request):
 
 
 class ContextStage:
-    """``hooks`` are the finish hooks every request's outcome starts with (metrics, analytics, traces)."""
+    """``hooks`` are the finish hooks every request's outcome starts with (metrics, analytics, traces);
+    ``clients`` finds the client address behind trusted proxies; ``capture``: keep streamed answers
+    (bounded) for the analytics rows."""
 
-    def __init__(self, hooks: Iterable[Callable[[Outcome], None]] = ()) -> None:
+    def __init__(self, hooks: Iterable[Callable[[Outcome], None]] = (), clients: ClientAddress | None = None,
+                 *, capture: bool = False) -> None:
         self._hooks = tuple(hooks)
+        self._clients = clients
+        self._capture = capture
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         ctx = req.context
@@ -112,7 +121,14 @@ class ContextStage:
         ctx.request_id = request_id
         log_request_id.set(request_id)
         ctx.peer = req.env.get(PEER_KEY)
-        ctx.client_ip = req.remote_addr or ""
+        peer = req.remote_addr or ""
+        if self._clients is None:
+            ctx.client_ip = peer
+        else:
+            ctx.client_ip, chain = self._clients.resolve(peer, req.get_header)
+            ctx.proxy_chain = chain or None
+        if self._capture:
+            outcome.capture = []
         ctx.user_agent = req.user_agent or ""
         resp.set_header("x-request-id", request_id)
 
@@ -120,6 +136,7 @@ class ContextStage:
         # Whatever the method: a 405 on /v1/messages is answered in Anthropic's shape too.
         ctx = req.context
         ctx.error_format = getattr(resource, "error_format", None)
+        ctx.outcome.recorded = getattr(resource, "record", True)
         capability = getattr(resource, "capability", None)
         if capability is not None:
             # Every answer of an inference route names its inference, errors included.

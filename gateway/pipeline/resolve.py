@@ -73,8 +73,8 @@ class ResolveStage:
         if not isinstance(model, str):
             raise InvalidRequestError("'model' must be a string", param="model")
         # Resolved before the other checks, so a rejected request still counts against its model.
-        route = ctx.route = self._resolve(ctx, model)
         ctx.model = model
+        route = ctx.route = self._resolve(ctx, model)
         if capability not in route.config.endpoints:
             raise UnsupportedCapabilityError(model, capability)
         for field in resource.required:

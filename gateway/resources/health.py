@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import falcon
 
@@ -15,24 +16,31 @@ __all__ = ["Health", "MetricsResource", "Status"]
 
 
 class Health:
-    """``{"gateway": "ok"}``, and ``"redis": "ok" | "error"`` when the gateway syncs from Redis."""
+    """``{"gateway": "ok"}``, with ``"redis": "ok" | "error"`` when the gateway syncs from Redis and
+    ``"clickhouse": "ok" | "error"`` when it writes analytics there. Neither outage fails the check:
+    the gateway serves on (keys from its last copy, analytics rows spooled)."""
 
     auth = False
+    record = False
     _BODY = dumps({"gateway": "ok"})
 
-    def __init__(self, sync: RedisSync | None = None) -> None:
+    def __init__(self, sync: RedisSync | None = None, extra: Callable[[], dict[str, str]] | None = None) -> None:
         self._sync = sync
+        self._extra = extra
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = falcon.MEDIA_JSON
-        if self._sync is None:
-            resp.data = self._BODY
-        else:
-            resp.data = dumps({"gateway": "ok", "redis": "ok" if self._sync.status == "ok" else "error"})
+        state = {"gateway": "ok"}
+        if self._sync is not None:
+            state["redis"] = "ok" if self._sync.status == "ok" else "error"
+        if self._extra is not None:
+            state.update(self._extra())
+        resp.data = self._BODY if len(state) == 1 else dumps(state)
 
 
 class Status:
     auth = False
+    record = False
 
     def __init__(self) -> None:
         self._body = dumps({"status": "ok", "version": __version__, "pid": os.getpid()})
@@ -44,6 +52,7 @@ class Status:
 
 class MetricsResource:
     auth = False
+    record = False
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics

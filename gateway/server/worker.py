@@ -23,6 +23,8 @@ log = logging.getLogger("gateway.worker")
 
 #: How often the heartbeat and the master's liveness are checked.
 _BEAT_S = 1.0
+#: After the drain, how long the analytics queue may take to reach ClickHouse before it is spooled.
+_FLUSH_S = 3.0
 
 
 class GatewayWorker(GeventPyWSGIWorker):
@@ -59,4 +61,7 @@ class GatewayWorker(GeventPyWSGIWorker):
             self._stop.wait(_BEAT_S)
         log.info("worker %s draining (up to %.0f s)", self.pid, plan.shutdown_timeout_s)
         server.drain(plan.shutdown_timeout_s, tick=self.notify)
+        shutdown = getattr(self.wsgi, "shutdown", None)
+        if shutdown is not None:
+            shutdown(_FLUSH_S)  # the analytics queue: written, or spooled
         log.info("worker %s stopped", self.pid)

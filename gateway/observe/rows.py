@@ -1,0 +1,143 @@
+"""The analytics rows of a request, made by a finish hook from its outcome and queued for the writer.
+
+``GatewayAnalytics``: one row per request (blocked and failed ones too), enriched with GeoIP and the
+user agent. ``ModelInference``: one row per provider attempt, failed ones too; usage and cost on the
+one that answered. No credential and no client header other than the User-Agent goes into a row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.observe.geoip import NOWHERE, GeoIP
+from gateway.observe.tables import ANALYTICS, INFERENCES
+from gateway.observe.useragent import parse_agent
+from gateway.outcome import Outcome, new_inference_id
+from providers.jsonio import dumps
+
+__all__ = ["AnalyticsRecorder"]
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000.0, 3)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
+    try:
+        return dumps(value).decode()
+    except (TypeError, ValueError):
+        return None
+
+
+class AnalyticsRecorder:
+    """``put(table, row)`` queues a row (the writer's); ``analytics`` says whether to make the
+    ``GatewayAnalytics`` row; ``store_content`` whether bodies go into ``ModelInference``."""
+
+    def __init__(self, put, geoip: GeoIP | None, *, analytics: bool, store_content: bool) -> None:
+        self._put = put
+        self._geoip = geoip if geoip is not None and geoip.enabled else None
+        self._analytics = analytics
+        self._store_content = store_content
+
+    def finished(self, outcome: Outcome) -> None:
+        ctx = outcome.context
+        if self._analytics and outcome.recorded:
+            self._put(ANALYTICS.name, self._analytics_row(outcome, ctx))
+        attempts = outcome.attempts
+        if attempts:
+            request = _text(outcome.request_body) if self._store_content else None
+            last = len(attempts) - 1
+            for i, attempt in enumerate(attempts):
+                self._put(INFERENCES.name, self._inference_row(outcome, ctx, attempt, i, i == last, request))
+
+    def _analytics_row(self, o: Outcome, ctx: Any) -> dict:
+        client_ip = ctx.client_ip if ctx is not None else ""
+        place = self._geoip.lookup(client_ip) if self._geoip is not None and client_ip else NOWHERE
+        user_agent = ctx.user_agent if ctx is not None else ""
+        agent = parse_agent(user_agent)
+        elapsed = o.finished - o.started
+        return {
+            "id": new_inference_id(),
+            "inference_id": o.inference_id if o.endpoint_type is not None else None,
+            "client_ip": client_ip,
+            "proxy_chain": ctx.proxy_chain if ctx is not None else None,
+            "country_code": place.country_code,
+            "country_name": place.country_name,
+            "region": place.region,
+            "city": place.city,
+            "latitude": place.latitude,
+            "longitude": place.longitude,
+            "timezone": place.timezone,
+            "asn": place.asn,
+            "isp": place.isp,
+            "user_agent": user_agent or None,
+            "device_type": agent.device_type,
+            "browser_name": agent.browser_name,
+            "browser_version": agent.browser_version,
+            "os_name": agent.os_name,
+            "os_version": agent.os_version,
+            "is_bot": agent.is_bot,
+            "method": o.method,
+            "path": o.path,
+            "body_size": o.bytes_in,
+            "api_key_id": ctx.api_key_id if ctx is not None else None,
+            "user_id": ctx.user_id if ctx is not None else None,
+            "project_id": ctx.project_id if ctx is not None else None,
+            "endpoint_id": ctx.endpoint_id if ctx is not None else None,
+            "model_id": ctx.model_id if ctx is not None else None,
+            "request_timestamp": o.started_at,
+            "response_timestamp": o.started_at + elapsed,
+            "gateway_processing_ms": _ms(o.overhead_s) or 0.0,
+            "total_duration_ms": _ms(elapsed),
+            "model_name": o.model_name or (o.model or None),
+            "model_provider": o.answered_provider,
+            "status_code": o.status,
+            "response_size": o.bytes_out,
+            "is_stream": o.is_stream,
+            "stream_cut": o.stream_cut,
+            "error_type": o.error_type or (f"stream_cut_{o.cut_reason}" if o.stream_cut else None),
+            "error_message": o.error_message,
+            "is_blocked": o.is_blocked,
+            "block_reason": o.block_reason,
+            "block_rule_id": o.block_rule_id,
+            "tags": o.tags,
+        }
+
+    def _inference_row(self, o: Outcome, ctx: Any, attempt: Any, index: int, answering: bool,
+                       request: str | None) -> dict:
+        ok = attempt.result == "ok" or attempt.result == "cut"
+        usage = o.usage if answering and ok else None
+        response = None
+        if self._store_content and answering and ok:
+            response = _text(o.response_body)
+        return {
+            "id": new_inference_id(),
+            "inference_id": o.inference_id,
+            "attempt": index + 1,
+            "model_name": attempt.model,
+            "model_provider_name": attempt.provider,
+            "endpoint_type": o.endpoint_type or "",
+            "input_tokens": usage.input_tokens if usage else None,
+            "output_tokens": usage.output_tokens if usage else None,
+            "cached_input_tokens": usage.cached_input_tokens if usage else None,
+            "reasoning_tokens": usage.reasoning_tokens if usage else None,
+            "response_time_ms": _ms(attempt.duration_s),
+            "ttft_ms": _ms(attempt.first_byte_s),
+            "status_code": attempt.status_code if attempt.status_code is not None else (200 if ok else None),
+            "result": attempt.result,
+            "error": attempt.error,
+            "cost": o.cost if answering and ok else None,
+            "currency": o.currency if answering and ok else None,
+            "is_stream": o.is_stream,
+            "timestamp": attempt.started_at,
+            "raw_request": request,
+            "raw_response": response,
+            "api_key_id": ctx.api_key_id if ctx is not None else None,
+            "user_id": ctx.user_id if ctx is not None else None,
+            "project_id": ctx.project_id if ctx is not None else None,
+            "endpoint_id": ctx.endpoint_id if ctx is not None else None,
+        }
