@@ -94,7 +94,8 @@ def create_app(
     observers = build_observers(config, metrics)
     clients = ClientAddress(settings.analytics.trusted_proxies)
     capture = observers.writer is not None and settings.observability.store_content
-    stages = [ContextStage(observers.hooks, clients, capture=capture), RecordStage(metrics.stream_opened)]
+    stages = [ContextStage(observers.hooks, clients, capture=capture), *observers.stages,
+              RecordStage(metrics.stream_opened)]
     if auth_enabled(config, redis_url):
         stages.append(AuthStage(keys))
     stages.append(ResolveStage(catalog, settings.max_body_bytes))

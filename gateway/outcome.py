@@ -118,6 +118,7 @@ class Outcome:
         "tags",
         "recorded",
         "capture",
+        "trace",
         "context",
         "_hooks",
         "_done",
@@ -170,6 +171,8 @@ class Outcome:
         self.recorded = True
         #: With ``store_content``: the pieces of a streamed answer as sent (bounded), else None.
         self.capture: list[bytes] | None = None
+        #: With traces on: the request's ``observe.tracing.TraceContext``.
+        self.trace: Any = None
         #: The request's ``RequestContext`` (who asked: the auth ids, the client address and agent).
         self.context: Any = None
         self._hooks: list[Callable[[Outcome], None]] = list(hooks)

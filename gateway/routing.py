@@ -237,6 +237,7 @@ class Router:
         attempts = 0
         upstream_s = 0.0
         record = outcome.attempts if outcome is not None else []
+        trace = outcome.trace if outcome is not None else None
         for round_ in range(retry.num_retries + 1):
             if round_:
                 delay = min(retry.max_delay_s, _BACKOFF_BASE_S * 2 ** (round_ - 1)) * random.uniform(0.5, 1.0)
@@ -246,8 +247,11 @@ class Router:
                     log.info("%s: the client left after %d attempts; no more are made", route.name, attempts)
                     raise ClientClosedError("The client closed the connection")
                 attempts += 1
-                attempt = Attempt(candidate.model, candidate.provider_name, time.monotonic(), time.time())
+                attempt = Attempt(candidate.model, candidate.provider_name, time.monotonic(), time.time(),
+                                  candidate.provider.type)
                 record.append(attempt)
+                if trace is not None:
+                    trace.start_attempt(attempt)
                 try:
                     got = call(candidate, attempt)
                 except ProviderError as e:

@@ -271,13 +271,18 @@ class Attempt:
     """One try of one provider: the upstream client adds the time spent waiting on the network; the
     caller (routing, then the relay for a stream) records when it ran and how it ended."""
 
-    __slots__ = ("model", "provider", "upstream_s", "started", "started_at", "duration_s", "first_byte_s",
-                 "result", "status_code", "error")
+    __slots__ = ("model", "provider", "provider_type", "upstream_s", "started", "started_at", "duration_s",
+                 "first_byte_s", "result", "status_code", "error", "span_id", "headers")
 
-    def __init__(self, model: str, provider: str, started: float = 0.0, started_at: float = 0.0) -> None:
+    def __init__(self, model: str, provider: str, started: float = 0.0, started_at: float = 0.0,
+                 provider_type: str | None = None) -> None:
         self.model = model
         self.provider = provider
+        self.provider_type = provider_type
         self.upstream_s = 0.0
+        #: The attempt's trace span, and the headers the upstream client adds for it (``traceparent``).
+        self.span_id: int | None = None
+        self.headers: Mapping[str, str] | None = None
         #: ``time.monotonic()`` and Unix time at the start.
         self.started = started
         self.started_at = started_at

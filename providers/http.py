@@ -31,6 +31,7 @@ __all__ = [
     "send_all",
     "body_length",
     "create_client",
+    "with_attempt_headers",
 ]
 
 #: How much one streamed read may return; SSE events are far smaller, so each read is what arrived.
@@ -142,3 +143,8 @@ def create_client(
 
         return GeventClient(**options)
     raise ValueError(f"unknown upstream client {kind!r} (one of: {', '.join(CLIENT_KINDS)})")
+
+
+def with_attempt_headers(headers: Mapping[str, str], attempt: Attempt) -> Mapping[str, str]:
+    """The request's headers and those the gateway adds for the attempt (its ``traceparent``)."""
+    return {**headers, **attempt.headers} if attempt.headers else headers

@@ -28,6 +28,7 @@ from providers.http import (
     body_length,
     over_limit,
     send_all,
+    with_attempt_headers,
 )
 
 __all__ = ["GeventClient", "GeventStream"]
@@ -250,7 +251,7 @@ class GeventClient(UpstreamClient):
     def post(self, url: str, body: Body, headers: Mapping[str, str], attempt: Attempt) -> tuple[int, bytes]:
         started = time.monotonic()
         try:
-            answer = self._send(url, body, headers)
+            answer = self._send(url, body, with_attempt_headers(headers, attempt))
             try:
                 return answer.status, answer.read(self.limits.max_body_bytes)
             finally:
@@ -263,7 +264,7 @@ class GeventClient(UpstreamClient):
     def post_stream(self, url: str, body: Body, headers: Mapping[str, str], attempt: Attempt) -> GeventStream:
         started = time.monotonic()
         try:
-            answer = self._send(url, body, headers)
+            answer = self._send(url, body, with_attempt_headers(headers, attempt))
         except _ERRORS as e:
             raise _translate(e) from e
         finally:

@@ -27,6 +27,7 @@ from providers.http import (
     UpstreamStream,
     body_length,
     over_limit,
+    with_attempt_headers,
 )
 
 __all__ = ["Urllib3Client", "Urllib3Stream"]
@@ -100,7 +101,7 @@ class Urllib3Client(UpstreamClient):
         """Send a request and read the whole answer: ``(status, body)``."""
         started = time.monotonic()
         try:
-            stream = Urllib3Stream(self._open(url, body, headers), self.limits)
+            stream = Urllib3Stream(self._open(url, body, with_attempt_headers(headers, attempt)), self.limits)
             return stream.status, stream.read_all()
         except (HTTPError, OSError) as e:
             raise _translate(e) from e
@@ -111,7 +112,7 @@ class Urllib3Client(UpstreamClient):
         """Send a request and return once the response head has arrived; the body is read as it comes."""
         started = time.monotonic()
         try:
-            resp = self._open(url, body, headers)
+            resp = self._open(url, body, with_attempt_headers(headers, attempt))
         except (HTTPError, OSError) as e:
             raise _translate(e) from e
         finally:

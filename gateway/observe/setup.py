@@ -17,6 +17,7 @@ from gateway.observe import geoip, useragent
 from gateway.observe.clickhouse import connect
 from gateway.observe.rows import AnalyticsRecorder
 from gateway.observe.spool import Spool
+from gateway.observe.tracing import Tracer, TraceStage, make_exporter
 from gateway.observe.writer import AnalyticsWriter
 from gateway.outcome import Outcome
 
@@ -45,6 +46,10 @@ def _writes(config: Config) -> bool:
 
 def prepare(config: Config) -> None:
     """Check what can only be checked by opening it; raise ``ConfigError``."""
+    if config.gateway.traces.enabled and not (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                                              or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
+        raise ConfigError(config.source, ["gateway.export.otlp.traces.enabled: true, but "
+                                          "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is not set (where to send them)"])
     if not _writes(config):
         return
     analytics = config.gateway.analytics
@@ -70,11 +75,15 @@ def prepare(config: Config) -> None:
 
 
 class Observers:
-    """The finish hooks of every request, and what must be closed when the worker stops."""
+    """The finish hooks of every request, the stages they need, and what must be closed when the worker stops."""
 
-    def __init__(self, hooks: list[Callable[[Outcome], None]], writer: AnalyticsWriter | None) -> None:
+    def __init__(self, hooks: list[Callable[[Outcome], None]], writer: AnalyticsWriter | None,
+                 tracer: Tracer | None = None) -> None:
         self.hooks = hooks
         self.writer = writer
+        self.tracer = tracer
+        #: Pipeline stages, right after the context stage.
+        self.stages = [TraceStage()] if tracer is not None else []
 
     def health(self) -> dict[str, str]:
         """What ``/health`` adds: ``clickhouse`` ok or error, when there is one."""
@@ -85,6 +94,8 @@ class Observers:
     def close(self, timeout: float) -> None:
         if self.writer is not None:
             self.writer.close(timeout)
+        if self.tracer is not None:
+            self.tracer.close(min(timeout, 2.0))
 
 
 def build(config: Config, metrics: Metrics) -> Observers:
@@ -105,4 +116,9 @@ def build(config: Config, metrics: Metrics) -> Observers:
                                      store_content=settings.store_content)
         hooks.append(recorder.finished)
         writer.start()
-    return Observers(hooks, writer)
+    tracer = None
+    if config.gateway.traces.enabled:
+        tracer = Tracer(make_exporter(config.gateway.traces.extra_headers), metrics.spans_dropped.inc)
+        hooks.append(tracer.finished)
+        tracer.start()
+    return Observers(hooks, writer, tracer)
