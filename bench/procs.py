@@ -195,12 +195,14 @@ http {{
 
     def gateway(
         self, name: str, port: int, mock_port: int, stream_port: int, stream_models: list[str], *, client: str,
-        workers: int, redis_url: str | None = None, source: Path = REPO,
+        workers: int, redis_url: str | None = None, source: Path = REPO, settings: str = "",
+        env: dict[str, str] | None = None,
     ) -> int:
         """A gateway serving ``chat`` (to nginx) and each stream model (to the streaming mock); returns its pid.
 
         A stream model is named as the mock's ``stream-N-D``, so one request body works both ways. With
-        ``redis_url`` it authenticates (``API_KEY``) against the keys there; ``source`` is the code it runs.
+        ``redis_url`` it authenticates (``API_KEY``) against the keys there; ``source`` is the code it runs;
+        ``settings`` is more TOML for its ``[gateway]`` table, ``env`` more environment.
         """
         models = [("chat", mock_port)] + [(m, stream_port) for m in stream_models]
         text = f"""
@@ -209,6 +211,7 @@ bind_address = "127.0.0.1:{port}"
 workers = {workers}
 upstream_client = "{client}"
 shutdown_timeout_s = 5
+{settings}
 """
         for model, upstream in models:
             text += f"""
@@ -222,7 +225,7 @@ api_key_location = "none"
 """
         conf = self.dir / f"{name}.toml"
         conf.write_text(text)
-        env = dict(os.environ, PYTHONPATH=str(source))
+        env = dict(os.environ, PYTHONPATH=str(source), **(env or {}))
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         if redis_url:
             env["TENSORZERO_REDIS_URL"] = redis_url

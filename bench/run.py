@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from load import hey_rate, wrk2_rate, wrk_max  # noqa: E402
+from observe import observability  # noqa: E402
 from procs import API_KEY, Procs, cpu_seconds, free_port, rss_mb, worker_pids  # noqa: E402
 from report import write_chart, write_json, write_markdown  # noqa: E402
 from scenarios import SLOW_STREAM, STREAM_SHAPE, memory, open_streams, streaming  # noqa: E402
@@ -38,7 +39,7 @@ WRK2 = Path(sys.executable).with_name("wrk2")
 NOFILE = 65536
 #: Descriptors a worker holds besides streams (listener, pipes, logs, libraries, sockets still closing).
 _FD_SLACK = 300
-SCENARIOS = ("rates", "max", "stream", "open", "memory")
+SCENARIOS = ("rates", "max", "stream", "open", "memory", "observe")
 
 
 def _raise_nofile() -> int:
@@ -142,7 +143,7 @@ def main() -> int:
         "args": vars(args),
         "runs": [], "summary": [],
         "streaming": {"shape": STREAM_SHAPE, "streams": 0, "concurrency": 0, "results": []},
-        "concurrent_streams": {}, "memory": {}, "checks": [], "targets": [],
+        "concurrent_streams": {}, "memory": {}, "observability": {}, "checks": [], "targets": [],
     }
     data["checks"].append(f"fixed rates by {'wrk2 (uncorrected latencies)' if wrk2 else 'phase-spread hey (no wrk2 built)'}")
     print(f"budgateway bench {when}: {os.cpu_count()} CPUs, open-file limit {nofile}; {data['checks'][-1]}", flush=True)
@@ -205,6 +206,10 @@ def main() -> int:
                     "each stream holds a client and an upstream socket in the worker")
             data["concurrent_streams"] = open_streams(fixed[2].port, fixed[2].pid, count)
             print(f"open streams: {data['concurrent_streams']}", flush=True)
+
+        if "observe" in only:
+            data["observability"] = observability(gateway, CHAT_BODY, wrk2, rounds=max(args.rounds, 3),
+                                                  seconds=args.seconds, max_seconds=args.max_seconds)
 
         if "memory" in only:
             t = gateway("gw memory")

@@ -1,4 +1,4 @@
-"""The performance targets (issue 8: the front door), judged from one run's results."""
+"""The performance targets (issue 8: the front door; issue 9: the record), judged from one run's results."""
 
 from __future__ import annotations
 
@@ -57,4 +57,14 @@ def judge(data: dict) -> list[dict]:
         out.append({"name": "streamed chunk relayed with <= 0.2 ms added delay; TTFT adds <= 1 ms",
                     "met": s["added_chunk_ms"] <= 0.2 and s["added_ttft_p50_ms"] <= 1.0,
                     "measured": f"per chunk {s['added_chunk_ms']:.3f} ms, TTFT {s['added_ttft_p50_ms']:.3f} ms (P50)"})
+    o = data.get("observability") or {}
+    if "added_p99_ms" in o:
+        out.append({"name": "metrics, analytics and traces on: added P99 <= 0.2 ms over off at 500 req/s",
+                    "met": o["added_p99_ms"] <= 0.2,
+                    "measured": f"{o['added_p99_ms']:+.3f} ms (P99 {o['p99_on_ms']:.3f} vs {o['p99_off_ms']:.3f} ms)"})
+        out.append({"name": "the analytics queue stays bounded at the worker's maximum rate, no row dropped",
+                    "met": o["rows_dropped"] == 0 and o["rows_written"] >= o["max_requests"],
+                    "measured": f"depth at most {o['queue_depth_max']:.0f} over {o['queue_depth_samples']} samples at "
+                                f"{o['max_rps']:.0f} req/s; {o['rows_written']:.0f} rows for {o['max_requests']} "
+                                f"requests, {o['rows_dropped']:.0f} dropped"})
     return out

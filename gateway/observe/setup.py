@@ -41,7 +41,8 @@ def clickhouse_url(config: Config) -> str | None:
 
 
 def _writes(config: Config) -> bool:
-    return clickhouse_url(config) is not None or config.gateway.observability.spool_dir is not None
+    settings = config.gateway.observability
+    return settings.enabled is not False and (clickhouse_url(config) is not None or settings.spool_dir is not None)
 
 
 def prepare(config: Config) -> None:
@@ -50,6 +51,10 @@ def prepare(config: Config) -> None:
                                               or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
         raise ConfigError(config.source, ["gateway.export.otlp.traces.enabled: true, but "
                                           "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is not set (where to send them)"])
+    settings = config.gateway.observability
+    if settings.enabled and clickhouse_url(config) is None:
+        raise ConfigError(config.source, ["gateway.observability.enabled: true, but there is no ClickHouse: set "
+                                          "TENSORZERO_CLICKHOUSE_URL or gateway.observability.clickhouse_url"])
     if not _writes(config):
         return
     analytics = config.gateway.analytics
@@ -68,7 +73,6 @@ def prepare(config: Config) -> None:
         useragent.warm()
     if errors:
         raise ConfigError(config.source, errors)
-    settings = config.gateway.observability
     if url is not None and settings.spool_dir is None:
         log.warning("analytics: no [gateway.observability] spool_dir: while ClickHouse is away, rows wait in "
                     "memory (up to %d per worker) and are dropped beyond that", settings.queue_rows)

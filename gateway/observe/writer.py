@@ -179,13 +179,15 @@ class AnalyticsWriter:
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the greenlet; insert the queue if ClickHouse takes it within ``timeout``, else spool it."""
+        deadline = time.monotonic() + timeout
         self._stopping = True
         self._wake.set()
         if self._greenlet is not None:
-            self._greenlet.join(timeout)
+            self._greenlet.join(timeout / 2)  # a batch in flight finishes, or is cut short below
+            self._greenlet.kill(block=True, timeout=0.1)
         if self._queue:
             self._retry_at = 0.0
-            with gevent.Timeout(timeout, False):
+            with gevent.Timeout(max(deadline - time.monotonic(), 0.01), False):
                 self.flush()
         if self._queue:
             rows = self._take(len(self._queue))

@@ -80,14 +80,20 @@ def test_http_interface(gateway_factory, clickhouse, database, tmp_path):
     _all_arrived(clickhouse, database, ids)
 
 
-def test_spool_only_without_clickhouse(gateway_factory, tmp_path):
+def test_spool_only_without_clickhouse_and_an_untrusted_peer(gateway_factory, tmp_path):
     spool = tmp_path / "spool"
-    gw = gateway_factory(MODELS, settings=_settings(None, spool))
-    ids = _chat(gw, 4)
+    # Loopback is not a trusted proxy here: the forwarded-for header is the client's word, and ignored.
+    gw = gateway_factory(MODELS, settings={**_settings(None, spool), "analytics.trusted_proxies": ["10.0.0.0/8"]})
+    ids = []
+    for _ in range(4):
+        resp = gw.request("POST", "/v1/chat/completions", {"model": "free", "messages": MESSAGES},
+                          headers={"X-Forwarded-For": "81.2.69.142"})
+        ids.append(resp.headers["x-tensorzero-inference-id"])
     assert gw.request("GET", "/health").json() == {"gateway": "ok"}
 
-    def spooled() -> list[str]:
+    def spooled() -> list[dict]:
         lines = [json.loads(line) for path in spool.glob("*.jsonl") for line in path.read_text().splitlines()]
-        return [line["r"]["inference_id"] for line in lines if line["t"] == "GatewayAnalytics"]
+        return [line["r"] for line in lines if line["t"] == "GatewayAnalytics"]
 
-    wait_for(lambda: sorted(spooled()) == sorted(ids), what="spooled rows")
+    wait_for(lambda: sorted(r["inference_id"] for r in spooled()) == sorted(ids), what="spooled rows")
+    assert {(r["client_ip"], r["proxy_chain"]) for r in spooled()} == {("127.0.0.1", None)}
