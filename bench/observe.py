@@ -25,7 +25,7 @@ from clickhouse_server import ClickHouseServer  # noqa: E402
 from load import wrk2_rate, wrk_max  # noqa: E402
 from otlp_receiver import OTLPReceiver  # noqa: E402
 
-__all__ = ["observability"]
+__all__ = ["everything_on", "observability"]
 
 OFF, ON = "gw observe off 1w", "gw observe on 1w"
 _RATE = 500
@@ -40,6 +40,14 @@ def _metric(port: int, name: str) -> float:
                if line.startswith(name) and not line.startswith("#"))
 
 
+def everything_on(clickhouse: ClickHouseServer, receiver: OTLPReceiver, work: Path) -> dict:
+    """The gateway options (``settings``, ``env``) that turn analytics and traces on."""
+    return {"settings": f'observability.clickhouse_url = "{clickhouse.native_url(_DATABASE)}"\n'
+                        f'observability.spool_dir = "{work / "spool"}"\n'
+                        "export.otlp.traces.enabled = true\n",
+            "env": {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint}}
+
+
 def observability(gateway, body: str, wrk2: str | None, *, rounds: int, seconds: float, max_seconds: int) -> dict:
     """``gateway(name, settings=..., env=...)`` starts a gateway and returns its target (port, pid)."""
     if not shutil.which("clickhouse-server") and not Path("/usr/sbin/clickhouse-server").exists():
@@ -49,10 +57,7 @@ def observability(gateway, body: str, wrk2: str | None, *, rounds: int, seconds:
     receiver = OTLPReceiver().start()
     try:
         off = gateway(OFF)
-        on = gateway(ON, settings=(
-            f'observability.clickhouse_url = "{clickhouse.native_url(_DATABASE)}"\n'
-            f'observability.spool_dir = "{work / "spool"}"\n'
-            "export.otlp.traces.enabled = true\n"), env={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint})
+        on = gateway(ON, **everything_on(clickhouse, receiver, work))
         for t in (off, on):
             wrk_max(t.name, t.url, body, 4, 2)
         runs = []

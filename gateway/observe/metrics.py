@@ -95,6 +95,9 @@ class Metrics:
         self.spans_dropped = Counter("budgateway_trace_spans_dropped", "Trace spans the exporter could not send.",
                                      registry=registry)
 
+        self._request_children: dict[tuple, tuple] = {}
+        self._tokens_by_model: dict[tuple[str, str], tuple] = {}
+
     def stream_opened(self, outcome: Outcome) -> None:
         self._streams_active.inc()
 
@@ -102,11 +105,19 @@ class Metrics:
         route = outcome.route
         model = outcome.model_name or (UNKNOWN_MODEL if outcome.model else "")
         provider = outcome.answered_provider or ""
-        self.requests(route, model, provider, str(outcome.status)).inc()
-        self.duration(route, model).observe(outcome.finished - outcome.started)
-        overhead = outcome.overhead_s
-        if overhead is not None:
-            self.overhead(route).observe(overhead)
+        key = (route, model, provider, outcome.status)
+        # PERF: the children of one kind of request are looked up together, once.
+        try:
+            requests, duration, overhead = self._request_children[key]
+        except KeyError:
+            requests, duration, overhead = self._request_children[key] = (
+                self.requests(route, model, provider, str(outcome.status)), self.duration(route, model),
+                self.overhead(route))
+        requests.inc()
+        duration.observe(outcome.finished - outcome.started)
+        spent = outcome.overhead_s
+        if spent is not None:
+            overhead.observe(spent)
         if outcome.is_stream:
             self._streams_active.dec()
         attempts = outcome.attempts
@@ -124,12 +135,25 @@ class Metrics:
                 self.streams_cut(answered, provider).inc()
         usage = outcome.usage
         if usage is not None:
-            for kind, count in zip(_TOKEN_KINDS, (usage.input_tokens, usage.output_tokens,
-                                                  usage.cached_input_tokens, usage.reasoning_tokens), strict=True):
-                if count:
-                    self.tokens(answered, provider, kind).inc(count)
+            tokens = self._token_children(answered, provider)
+            if usage.input_tokens:
+                tokens[0].inc(usage.input_tokens)
+            if usage.output_tokens:
+                tokens[1].inc(usage.output_tokens)
+            if usage.cached_input_tokens:
+                tokens[2].inc(usage.cached_input_tokens)
+            if usage.reasoning_tokens:
+                tokens[3].inc(usage.reasoning_tokens)
         if outcome.cost:
             self.cost(answered, provider, outcome.currency or "").inc(outcome.cost)
+
+    def _token_children(self, model: str, provider: str) -> tuple:
+        key = (model, provider)
+        try:
+            return self._tokens_by_model[key]
+        except KeyError:
+            found = self._tokens_by_model[key] = tuple(self.tokens(model, provider, kind) for kind in _TOKEN_KINDS)
+            return found
 
     def analytics_rows_counter(self) -> Callable[[str, str, int], None]:
         """``count(table, result, n)`` for the analytics writer."""

@@ -15,6 +15,7 @@ from gateway.config.checker import ConfigError
 from gateway.config.schema import Config
 from gateway.observe import geoip, useragent
 from gateway.observe.clickhouse import connect
+from gateway.observe.otlp import endpoint as otlp_endpoint
 from gateway.observe.rows import AnalyticsRecorder
 from gateway.observe.spool import Spool
 from gateway.observe.tracing import Tracer, TraceStage, make_exporter
@@ -47,8 +48,7 @@ def _writes(config: Config) -> bool:
 
 def prepare(config: Config) -> None:
     """Check what can only be checked by opening it; raise ``ConfigError``."""
-    if config.gateway.traces.enabled and not (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-                                              or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
+    if config.gateway.traces.enabled and otlp_endpoint() is None:
         raise ConfigError(config.source, ["gateway.export.otlp.traces.enabled: true, but "
                                           "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is not set (where to send them)"])
     settings = config.gateway.observability

@@ -3,9 +3,9 @@
 The trace context is settled when the request arrives (a W3C ``traceparent`` is continued, else a new
 trace begins); each attempt gets its span id when it starts, so the upstream request carries a
 ``traceparent`` naming it. The spans themselves are made once the request has ended, from its
-outcome (a finish hook): no live span objects or context switching on the request path. They are
-exported by the OpenTelemetry SDK's OTLP/HTTP exporter from a bounded queue, by a greenlet of their
-own, in batches; a slow or dead collector costs only dropped spans, which are counted.
+outcome (a finish hook), encoded at once to OTLP protobuf (``otlp.py``): no live span objects or
+context switching on the request path. They wait in a bounded queue and a greenlet of their own posts
+them in batches; a slow or dead collector costs only dropped spans, which are counted.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import gevent
 import gevent.event
 
 from gateway import __version__
+from gateway.observe.otlp import CLIENT, SERVER, Exporter, encode_request, encode_span, endpoint
 from gateway.outcome import Outcome
 from providers.base import Attempt
 
@@ -85,17 +86,16 @@ class Tracer:
 
     def __init__(self, exporter: Any, dropped: Callable[[int], None], *, queue: int = _QUEUE,
                  interval_s: float = _INTERVAL_S) -> None:
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-
         self._exporter = exporter
         self._dropped = dropped
-        self._queue: deque = deque()
+        #: Encoded spans waiting to go.
+        self._queue: deque[bytes] = deque()
         self._max = queue
         self._interval = interval_s
         self._wake = gevent.event.Event()
-        self._resource = Resource.create({"service.name": "budgateway", "service.version": __version__})
-        self._scope = InstrumentationScope("budgateway", __version__)
+        self._resource = {"service.name": "budgateway", "service.version": __version__,
+                          "telemetry.sdk.language": "python", "telemetry.sdk.name": "budgateway"}
+        self._scope = ("budgateway", __version__)
         self._greenlet: gevent.Greenlet | None = None
         self._stopping = False
 
@@ -108,30 +108,18 @@ class Tracer:
         trace = outcome.trace
         if trace is None or not trace.sampled:
             return
-        spans = [self._server_span(outcome, trace)]
-        spans += [self._client_span(outcome, trace, a) for a in outcome.attempts if a.span_id is not None]
+        count = 1 + sum(1 for a in outcome.attempts if a.span_id is not None)
         room = self._max - len(self._queue)
-        if room < len(spans):
-            self._dropped(len(spans) - max(room, 0))
-            spans = spans[: max(room, 0)]
-        self._queue.extend(spans)
-        if len(self._queue) >= _BATCH:
+        if room < count:
+            self._dropped(count)
+            return
+        queue = self._queue
+        queue.append(self._server_span(outcome, trace))
+        for attempt in outcome.attempts:
+            if attempt.span_id is not None:
+                queue.append(self._client_span(outcome, trace, attempt))
+        if len(queue) >= _BATCH:
             self._wake.set()
-
-    def _span(self, name: str, trace: TraceContext, span_id: int, parent: int | None, kind: Any,
-              attributes: Mapping[str, Any], start: int, end: int, error: str | None) -> Any:
-        from opentelemetry.sdk.trace import ReadableSpan
-        from opentelemetry.trace import SpanContext, TraceFlags
-        from opentelemetry.trace.status import Status, StatusCode
-
-        flags = TraceFlags(trace.flags)
-        context = SpanContext(trace.trace_id, span_id, is_remote=False, trace_flags=flags)
-        parent_context = None if parent is None else SpanContext(trace.trace_id, parent, is_remote=True,
-                                                                 trace_flags=flags)
-        status = Status(StatusCode.ERROR, error) if error else Status(StatusCode.UNSET)
-        return ReadableSpan(name, context=context, parent=parent_context, resource=self._resource,
-                            attributes={k: v for k, v in attributes.items() if v is not None}, kind=kind,
-                            status=status, start_time=start, end_time=end, instrumentation_scope=self._scope)
 
     def _common(self, outcome: Outcome) -> dict[str, Any]:
         ctx = outcome.context
@@ -145,9 +133,7 @@ class Tracer:
             "bud.model_id": getattr(ctx, "model_id", None),
         }
 
-    def _server_span(self, outcome: Outcome, trace: TraceContext) -> Any:
-        from opentelemetry.trace import SpanKind
-
+    def _server_span(self, outcome: Outcome, trace: TraceContext) -> bytes:
         usage = outcome.usage
         attributes = {
             **self._common(outcome),
@@ -165,16 +151,15 @@ class Tracer:
         error = None
         if outcome.status >= 500 or outcome.stream_cut:
             error = outcome.error_type or (f"stream cut ({outcome.cut_reason})" if outcome.stream_cut else "error")
-        name = f"{outcome.method} {outcome.route}"
-        return self._span(name, trace, trace.span_id, trace.parent_id, SpanKind.SERVER, attributes,
-                          int(outcome.started_at * 1e9), _ns(outcome, outcome.finished), error)
+        return encode_span(trace.trace_id, trace.span_id, trace.parent_id, f"{outcome.method} {outcome.route}",
+                           SERVER, int(outcome.started_at * 1e9), _ns(outcome, outcome.finished), attributes,
+                           error, trace.flags)
 
-    def _client_span(self, outcome: Outcome, trace: TraceContext, attempt: Attempt) -> Any:
-        from opentelemetry.trace import SpanKind
-
+    def _client_span(self, outcome: Outcome, trace: TraceContext, attempt: Attempt) -> bytes:
         answering = attempt is outcome.attempts[-1] and attempt.result in ("ok", "cut")
         usage = outcome.usage if answering else None
         operation = _OPERATIONS.get(outcome.endpoint_type or "", outcome.endpoint_type) or "chat"
+        failed = attempt.result != "ok"
         attributes = {
             **self._common(outcome),
             "gen_ai.system": attempt.provider_type,
@@ -186,12 +171,11 @@ class Tracer:
             "bud.cost": outcome.cost if answering else None,
             "bud.attempt.result": attempt.result,
             "http.response.status_code": attempt.status_code,
-            "error.type": None if attempt.result == "ok" else attempt.result,
+            "error.type": attempt.result if failed else None,
         }
-        end = attempt.started + attempt.duration_s
-        error = None if attempt.result == "ok" else attempt.result
-        return self._span(f"{operation} {attempt.model}", trace, attempt.span_id, trace.span_id, SpanKind.CLIENT,
-                          attributes, _ns(outcome, attempt.started), _ns(outcome, end), error)
+        return encode_span(trace.trace_id, attempt.span_id, trace.span_id, f"{operation} {attempt.model}", CLIENT,
+                           _ns(outcome, attempt.started), _ns(outcome, attempt.started + attempt.duration_s),
+                           attributes, attempt.result if failed else None, trace.flags)
 
     # --- exporting -------------------------------------------------------------------------------
 
@@ -202,16 +186,15 @@ class Tracer:
             self._export()
 
     def _export(self) -> None:
-        from opentelemetry.sdk.trace.export import SpanExportResult
-
         while self._queue:
             batch = [self._queue.popleft() for _ in range(min(_BATCH, len(self._queue)))]
+            body = encode_request(self._resource, self._scope, batch)
             try:
                 with gevent.Timeout(_EXPORT_TIMEOUT_S * 2):
-                    result = self._exporter.export(batch)
-            except (Exception, gevent.Timeout):  # whatever the exporter raised, or it took too long
-                result = None
-            if result is not SpanExportResult.SUCCESS:
+                    sent = self._exporter.export(body)
+            except gevent.Timeout:
+                sent = False
+            if not sent:
                 self._dropped(len(batch))
                 log.debug("traces: %d spans could not be exported", len(batch))
                 return  # the collector is away: try again at the next interval
@@ -229,8 +212,9 @@ class Tracer:
         self._exporter.shutdown()
 
 
-def make_exporter(headers: Mapping[str, str]) -> Any:
-    """The SDK's OTLP/HTTP (protobuf) exporter, to ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``."""
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    return OTLPSpanExporter(headers=dict(headers) or None, timeout=_EXPORT_TIMEOUT_S)
+def make_exporter(headers: Mapping[str, str]) -> Exporter:
+    """The OTLP/HTTP (protobuf) exporter to ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``."""
+    url = endpoint()
+    if url is None:
+        raise ValueError("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is not set")
+    return Exporter(url, headers, _EXPORT_TIMEOUT_S)

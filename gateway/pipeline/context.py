@@ -125,7 +125,7 @@ class ContextStage:
         if self._clients is None:
             ctx.client_ip = peer
         else:
-            ctx.client_ip, chain = self._clients.resolve(peer, req.get_header)
+            ctx.client_ip, chain = self._clients.resolve(peer, req.env)
             ctx.proxy_chain = chain or None
         if self._capture:
             outcome.capture = []

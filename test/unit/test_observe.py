@@ -68,9 +68,9 @@ def test_finish_hooks_run_once_and_survive_a_failing_one():
     assert seen == [outcome, outcome]
 
 
-def _headers(**values: str):
-    values = {k.replace("_", "-"): v for k, v in values.items()}
-    return lambda name: values.get(name)
+def _headers(**values: str) -> dict[str, str]:
+    """A WSGI environ holding these request headers."""
+    return {"HTTP_" + k.upper(): v for k, v in values.items()}
 
 
 def test_client_address_behind_trusted_proxies():
@@ -237,3 +237,26 @@ def test_rows_never_hold_an_unserialisable_value(tmp_path):
     spool.close()
     [path] = tmp_path.glob("*.jsonl")
     assert json.loads(path.read_text()) == {"t": "T", "r": {"tags": {"k": "v"}, "n": None, "f": 1.5}}
+
+
+def test_otlp_encoding_decodes_with_the_official_messages():
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from gateway.observe.otlp import CLIENT, encode_request, encode_span
+
+    span = encode_span(0xABC << 64, 0x1234, None, "chat m", CLIENT, 1_700_000_000_000_000_001, 1_700_000_000_500_000_000,
+                       {"s": "ünï", "t": True, "f": False, "i": 7, "neg": -3, "d": 0.25, "none": None}, "http_503", 1)
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(encode_request({"service.name": "budgateway"}, ("budgateway", "1"), [span, span]))
+    [resource_spans] = request.resource_spans
+    assert resource_spans.resource.attributes[0].value.string_value == "budgateway"
+    [scope_spans] = resource_spans.scope_spans
+    assert (scope_spans.scope.name, scope_spans.scope.version, len(scope_spans.spans)) == ("budgateway", "1", 2)
+    got = scope_spans.spans[0]
+    assert got.trace_id == (0xABC << 64).to_bytes(16, "big") and got.span_id == (0x1234).to_bytes(8, "big")
+    assert got.parent_span_id == b"" and got.name == "chat m" and got.kind == CLIENT
+    assert (got.start_time_unix_nano, got.end_time_unix_nano) == (1_700_000_000_000_000_001, 1_700_000_000_500_000_000)
+    values = {a.key: getattr(a.value, a.value.WhichOneof("value")) for a in got.attributes}
+    assert values == {"s": "ünï", "t": True, "f": False, "i": 7, "neg": -3, "d": 0.25}
+    assert (got.status.code, got.status.message) == (2, "http_503")
+    assert got.flags & 0xFF == 1
