@@ -54,7 +54,7 @@ def observability(gateway, body: str, wrk2: str | None, *, rounds: int, seconds:
         return {"skipped": "no clickhouse-server"}
     work = Path(tempfile.mkdtemp(prefix="budgateway-bench-ch-"))
     clickhouse = ClickHouseServer(work).start()
-    receiver = OTLPReceiver().start()
+    receiver = OTLPReceiver(decode=False).start()
     try:
         off = gateway(OFF)
         on = gateway(ON, **everything_on(clickhouse, receiver, work))
@@ -102,7 +102,7 @@ def observability(gateway, body: str, wrk2: str | None, *, rounds: int, seconds:
             "queue_depth_max": max(depths, default=0.0), "queue_depth_samples": len(depths),
             "rows_written": written,
             "rows_dropped": _metric(on.port, 'budgateway_analytics_rows_total{result="dropped"'),
-            "spans_received": len(receiver.spans),
+            "exports_received": receiver.requests, "export_bytes": receiver.bytes,
             "spans_dropped": _metric(on.port, "budgateway_trace_spans_dropped_total"),
         }
         print(f"observability: {json.dumps({k: v for k, v in result.items() if k != 'runs'})}", flush=True)

@@ -66,7 +66,7 @@ def main() -> int:
             work = Path(tempfile.mkdtemp(prefix="budgateway-profile-"))
             clickhouse = ClickHouseServer(work).start()
             stack.callback(clickhouse.stop, kill=True)
-            receiver = OTLPReceiver().start()
+            receiver = OTLPReceiver(decode=False).start()
             stack.callback(receiver.stop)
             options = everything_on(clickhouse, receiver, work)
         mock, proxy, stream = free_port(), free_port(), free_port()

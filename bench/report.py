@@ -68,12 +68,12 @@ def write_markdown(path: Path, data: dict) -> str:
         lines += ["", f"## Metrics, analytics (ClickHouse) and traces (OTLP) on vs off, one worker at {o['rate']} req/s "
                   f"(median of {o['rounds']} interleaved rounds)", ""]
         lines.append("| P50 off ms | P50 on ms | P99 off ms | P99 on ms | added P99 ms | max req/s (on) | "
-                     "analytics queue depth, max | rows written / requests | rows dropped | spans received |")
+                     "analytics queue depth, max | rows written / requests | rows dropped | OTLP exports received |")
         lines.append("|---|---|---|---|---|---|---|---|---|---|")
         lines.append(f"| {_f(o['p50_off_ms'], 3)} | {_f(o['p50_on_ms'], 3)} | {_f(o['p99_off_ms'], 3)} "
                      f"| {_f(o['p99_on_ms'], 3)} | {_f(o['added_p99_ms'], 3)} | {_f(o['max_rps'], 0)} "
                      f"| {_f(o['queue_depth_max'], 0)} | {_f(o['rows_written'], 0)} / {o['max_requests']} "
-                     f"| {_f(o['rows_dropped'], 0)} | {o['spans_received']} |")
+                     f"| {_f(o['rows_dropped'], 0)} | {o['exports_received']} |")
     lines += ["", "## Targets", ""]
     for t in data["targets"]:
         lines.append(f"- {'met' if t['met'] else 'NOT met'}: {t['name']} — {t['measured']}")

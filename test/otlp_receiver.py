@@ -39,18 +39,27 @@ def _value(any_value) -> object:
 
 
 class OTLPReceiver:
-    def __init__(self) -> None:
+    def __init__(self, *, decode: bool = True) -> None:
+        """``decode=False`` (for benchmarks): take each export and count its bytes, without decoding it."""
         self.spans: list[ReceivedSpan] = []
         self.requests = 0
+        self.bytes = 0
         self._lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as collectors do
+
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(body)
-                receiver._take(request)
+                if decode:
+                    request = ExportTraceServiceRequest()
+                    request.ParseFromString(body)
+                    receiver._take(request)
+                else:
+                    with receiver._lock:
+                        receiver.requests += 1
+                        receiver.bytes += len(body)
                 answer = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")

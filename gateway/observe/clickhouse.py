@@ -22,7 +22,7 @@ from gateway.observe.tables import Dialect, Table
 __all__ = ["ClickHouseError", "connect", "failure"]
 
 #: Rows encoded between two yields to the hub, so a batch never holds it for long.
-_SLICE = 50
+_SLICE = 20
 _CONNECT_TIMEOUT_S = 2.0
 _TIMEOUT_S = 10.0
 _IDENT = re.compile(r"^[A-Za-z0-9_]+$")

@@ -17,7 +17,10 @@ import os
 import time
 from collections.abc import Callable, Iterable
 
+import gevent
 import ujson
+
+from gateway.loop import yield_to_loop
 
 __all__ = ["Spool"]
 
@@ -27,6 +30,8 @@ _SUFFIX = ".jsonl"
 _DONE = ".done"
 #: A segment is closed (and so replayable) once it holds this much.
 _SEGMENT_BYTES = 16 * 1024 * 1024
+#: Rows encoded between two yields to the hub.
+_SLICE = 50
 #: How stale the folder size may be before it is measured again (other workers write to it too).
 _RESCAN_S = 1.0
 
@@ -55,7 +60,9 @@ class Spool:
         lines = []
         size = 0
         rows = list(rows)
-        for table, row in rows:
+        for i, (table, row) in enumerate(rows):
+            if i and not i % _SLICE:
+                yield_to_loop()
             line = ujson.dumps({"t": table, "r": row}, ensure_ascii=False).encode() + b"\n"
             if self._bytes + size + len(line) > self.max_bytes:
                 break
@@ -64,8 +71,7 @@ class Spool:
         dropped = len(rows) - len(lines)
         if lines:
             f = self._segment()
-            f.write(b"".join(lines))
-            f.flush()
+            _blocking(_write, f, b"".join(lines))
             self._written += size
             self._bytes += size
             if self._written >= _SEGMENT_BYTES:
@@ -152,6 +158,26 @@ class Spool:
                     pass
         self._bytes = total
         self._scanned = time.monotonic()
+
+
+def _write(f, data: bytes) -> None:
+    f.write(data)
+    f.flush()
+
+
+def _blocking(fn, *args):
+    """Run file I/O in gevent's thread pool, so a slow disk holds this greenlet, not the hub; plainly
+    outside a worker (no hub running, as in tests and tools)."""
+    hub = gevent.get_hub() if gevent.getcurrent() is not gevent.get_hub() else None
+    if hub is None or not _patched():
+        return fn(*args)
+    return hub.threadpool.apply(fn, args)
+
+
+def _patched() -> bool:
+    from gevent import monkey
+
+    return monkey.is_module_patched("socket")
 
 
 def _parse(line: bytes, path: str) -> Row | None:

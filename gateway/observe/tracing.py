@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _QUEUE = 8192
-_BATCH = 512
+_BATCH = 128
 _INTERVAL_S = 1.0
 _EXPORT_TIMEOUT_S = 5.0
 #: The GenAI operation name of each capability.
