@@ -22,7 +22,7 @@ import ujson
 
 from gateway.loop import yield_to_loop
 
-__all__ = ["Spool"]
+__all__ = ["PartlySent", "Spool"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,16 @@ _SLICE = 50
 _RESCAN_S = 1.0
 
 Row = tuple[str, dict]
+
+
+class PartlySent(Exception):
+    """Raised by a replay's ``insert`` when only part of a batch went in: ``rows`` are the rest. The
+    spool writes them anew and moves past the batch (so the part sent is not sent twice), then stops
+    the replay with the cause."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        super().__init__(f"{len(rows)} rows not sent")
+        self.rows = rows
 
 
 class Spool:
@@ -136,17 +146,24 @@ class Spool:
                 if row is not None:
                     batch.append(row)
                 if len(batch) >= batch_rows:
-                    insert(batch)
-                    sent += len(batch)
+                    sent += self._send(batch, insert, done_path, offset)
                     batch = []
                     _write_offset(done_path, offset)
             if batch:
-                insert(batch)
-                sent += len(batch)
+                sent += self._send(batch, insert, done_path, offset)
             os.unlink(path)
             if os.path.exists(done_path):
                 os.unlink(done_path)
             return sent
+
+    def _send(self, batch: list[Row], insert: Callable[[list[Row]], None], done_path: str, offset: int) -> int:
+        try:
+            insert(batch)
+        except PartlySent as e:
+            self.append(e.rows)
+            _write_offset(done_path, offset)
+            raise (e.__cause__ or e) from None
+        return len(batch)
 
     def _rescan(self) -> None:
         total = 0

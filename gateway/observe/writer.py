@@ -20,7 +20,7 @@ import gevent.event
 
 from gateway.observe.clickhouse import ClickHouseError
 from gateway.observe.migrations import migrate
-from gateway.observe.spool import Row, Spool
+from gateway.observe.spool import PartlySent, Row, Spool
 from gateway.observe.tables import TABLES, Dialect
 
 __all__ = ["AnalyticsWriter"]
@@ -90,15 +90,16 @@ class AnalyticsWriter:
             return
         try:
             if self._spool is not None and self._spool.pending():
-                written = self._spool.replay(self._insert_rows, self._batch)
+                written = self._spool.replay(self._replay_batch, self._batch)
                 if written:
                     log.info("analytics: %d spooled rows written to ClickHouse", written)
             while self._queue:
                 batch = self._take(self._batch)
                 try:
                     self._insert_rows(batch)
-                except BaseException:  # a ClickHouseError, or the shutdown's timeout
-                    self._queue.extendleft(reversed(batch))
+                except BaseException as e:  # a ClickHouseError, or the shutdown's timeout
+                    # Only the rows not yet in ClickHouse go back: none may be written twice.
+                    self._queue.extendleft(reversed(getattr(e, "unsent", batch)))
                     raise
         except ClickHouseError as e:
             self._failed(e)
@@ -118,20 +119,35 @@ class AnalyticsWriter:
         return True
 
     def _insert_rows(self, rows: list[Row]) -> None:
+        """Insert ``rows``, a table at a time. What it raises carries ``unsent``: the rows of the tables
+        not inserted (those before it are in ClickHouse, and must not be sent again)."""
         by_table: dict[str, list[dict]] = {}
         for table, row in rows:
             by_table.setdefault(table, []).append(row)
+        sent: set[str] = set()
         for name, table_rows in by_table.items():
             table = TABLES.get(name)
-            if table is None:
-                continue
-            self._client.insert(table, self._dialect, table_rows)
-        for name, table_rows in by_table.items():
+            try:
+                if table is not None:
+                    self._client.insert(table, self._dialect, table_rows)
+            except BaseException as e:
+                e.unsent = [(t, r) for t, r in rows if t not in sent]
+                raise
+            sent.add(name)
             self._count(name, "written", len(table_rows))
         if self.status != "ok":
             log.info("analytics: ClickHouse answers again")
         self.status = "ok"
         self._retry_s = _RETRY_S
+
+    def _replay_batch(self, rows: list[Row]) -> None:
+        try:
+            self._insert_rows(rows)
+        except BaseException as e:
+            unsent = getattr(e, "unsent", rows)
+            if len(unsent) < len(rows):
+                raise PartlySent(unsent) from e  # the spool keeps the rest, and moves past the batch
+            raise
 
     def _failed(self, error: ClickHouseError) -> None:
         if self.status != "error":

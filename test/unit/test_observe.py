@@ -260,3 +260,38 @@ def test_otlp_encoding_decodes_with_the_official_messages():
     assert values == {"s": "ünï", "t": True, "f": False, "i": 7, "neg": -3, "d": 0.25}
     assert (got.status.code, got.status.message) == (2, "http_503")
     assert got.flags & 0xFF == 1
+
+
+class _HalfBroken(_Client):
+    """Takes GatewayAnalytics rows; refuses ModelInference rows until ``fixed``."""
+
+    fixed = False
+
+    def insert(self, table, dialect, rows):
+        if table.name == "ModelInference" and not self.fixed:
+            from gateway.observe.clickhouse import ClickHouseError
+
+            raise ClickHouseError("code 16")
+        self.rows.extend((table.name, r["n"]) for r in rows)
+
+
+@pytest.mark.parametrize("through_spool", [False, True])
+def test_a_table_that_fails_never_makes_the_other_twice(tmp_path, through_spool):
+    client = _HalfBroken()
+    spool = Spool(str(tmp_path), 1 << 20)
+    writer = AnalyticsWriter(client, spool, batch_rows=10, flush_interval_s=60, queue_rows=100,
+                             count=lambda t, r, n: None, depth=lambda n: None)
+    rows = [("GatewayAnalytics", {"n": i}) for i in range(3)] + [("ModelInference", {"n": i}) for i in range(3)]
+    if through_spool:
+        spool.append(rows)
+    else:
+        for table, row in rows:
+            writer.put(table, row)
+    for _ in range(3):  # ClickHouse refuses one table, again and again
+        writer._retry_at = 0.0
+        writer.flush()
+    client.fixed = True
+    writer._retry_at = 0.0
+    writer.flush()
+    assert sorted(client.rows) == sorted((t, r["n"]) for t, r in rows), "a row is missing or came twice"
+    assert not spool.pending()
