@@ -59,7 +59,8 @@ class _URL:
 class _Client:
     def __init__(self, url: _URL) -> None:
         self.database = url.database
-        self._where = f"{url.scheme} {url.host}:{url.port}/{url.database}"
+        # NOTE: no host or port: a log names the protocol and the database, never an internal address.
+        self._where = f"database {url.database} ({'native protocol' if url.scheme == 'clickhouse' else url.scheme})"
 
     def describe(self) -> str:
         return self._where

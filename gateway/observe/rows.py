@@ -44,7 +44,7 @@ class AnalyticsRecorder:
         self._store_content = store_content
 
     def finished(self, outcome: Outcome) -> None:
-        ctx = outcome.context
+        ctx = outcome.context  # the context stage's RequestContext: who asked
         if self._analytics and outcome.recorded:
             self._put(ANALYTICS.name, self._analytics_row(outcome, ctx))
         attempts = outcome.attempts
@@ -55,16 +55,16 @@ class AnalyticsRecorder:
                 self._put(INFERENCES.name, self._inference_row(outcome, ctx, attempt, i, i == last, request))
 
     def _analytics_row(self, o: Outcome, ctx: Any) -> dict:
-        client_ip = ctx.client_ip if ctx is not None else ""
+        client_ip = ctx.client_ip
         place = self._geoip.lookup(client_ip) if self._geoip is not None and client_ip else NOWHERE
-        user_agent = ctx.user_agent if ctx is not None else ""
+        user_agent = ctx.user_agent
         agent = parse_agent(user_agent)
         elapsed = o.finished - o.started
         return {
             "id": new_inference_id(),
             "inference_id": o.inference_id if o.endpoint_type is not None else None,
             "client_ip": client_ip,
-            "proxy_chain": ctx.proxy_chain if ctx is not None else None,
+            "proxy_chain": ctx.proxy_chain,
             "country_code": place.country_code,
             "country_name": place.country_name,
             "region": place.region,
@@ -84,11 +84,11 @@ class AnalyticsRecorder:
             "method": o.method,
             "path": o.path,
             "body_size": o.bytes_in,
-            "api_key_id": ctx.api_key_id if ctx is not None else None,
-            "user_id": ctx.user_id if ctx is not None else None,
-            "project_id": ctx.project_id if ctx is not None else None,
-            "endpoint_id": ctx.endpoint_id if ctx is not None else None,
-            "model_id": ctx.model_id if ctx is not None else None,
+            "api_key_id": ctx.api_key_id,
+            "user_id": ctx.user_id,
+            "project_id": ctx.project_id,
+            "endpoint_id": ctx.endpoint_id,
+            "model_id": ctx.model_id,
             "request_timestamp": o.started_at,
             "response_timestamp": o.started_at + elapsed,
             "gateway_processing_ms": _ms(o.overhead_s) or 0.0,
@@ -136,8 +136,8 @@ class AnalyticsRecorder:
             "timestamp": attempt.started_at,
             "raw_request": request,
             "raw_response": response,
-            "api_key_id": ctx.api_key_id if ctx is not None else None,
-            "user_id": ctx.user_id if ctx is not None else None,
-            "project_id": ctx.project_id if ctx is not None else None,
-            "endpoint_id": ctx.endpoint_id if ctx is not None else None,
+            "api_key_id": ctx.api_key_id,
+            "user_id": ctx.user_id,
+            "project_id": ctx.project_id,
+            "endpoint_id": ctx.endpoint_id,
         }

@@ -114,10 +114,11 @@ class Tracer:
             self._dropped(count)
             return
         queue = self._queue
-        queue.append(self._server_span(outcome, trace))
+        common = self._common(outcome)
+        queue.append(self._server_span(outcome, trace, common))
         for attempt in outcome.attempts:
             if attempt.span_id is not None:
-                queue.append(self._client_span(outcome, trace, attempt))
+                queue.append(self._client_span(outcome, trace, attempt, common))
         if len(queue) >= _BATCH:
             self._wake.set()
 
@@ -133,10 +134,10 @@ class Tracer:
             "bud.model_id": getattr(ctx, "model_id", None),
         }
 
-    def _server_span(self, outcome: Outcome, trace: TraceContext) -> bytes:
+    def _server_span(self, outcome: Outcome, trace: TraceContext, common: dict[str, Any]) -> bytes:
         usage = outcome.usage
         attributes = {
-            **self._common(outcome),
+            **common,
             "http.request.method": outcome.method,
             "http.route": outcome.route,
             "http.response.status_code": outcome.status,
@@ -155,13 +156,14 @@ class Tracer:
                            SERVER, int(outcome.started_at * 1e9), _ns(outcome, outcome.finished), attributes,
                            error, trace.flags)
 
-    def _client_span(self, outcome: Outcome, trace: TraceContext, attempt: Attempt) -> bytes:
+    def _client_span(self, outcome: Outcome, trace: TraceContext, attempt: Attempt,
+                     common: dict[str, Any]) -> bytes:
         answering = attempt is outcome.attempts[-1] and attempt.result in ("ok", "cut")
         usage = outcome.usage if answering else None
         operation = _OPERATIONS.get(outcome.endpoint_type or "", outcome.endpoint_type) or "chat"
         failed = attempt.result != "ok"
         attributes = {
-            **self._common(outcome),
+            **common,
             "gen_ai.system": attempt.provider_type,
             "gen_ai.request.model": attempt.model,
             "gen_ai.response.model": attempt.model if answering else None,

@@ -115,7 +115,7 @@ class AnalyticsWriter:
         except ClickHouseError as e:
             self._failed(e)
             return False
-        log.info("analytics: writing to ClickHouse at %s", self._client.describe())
+        log.info("analytics: writing to ClickHouse, %s", self._client.describe())
         return True
 
     def _insert_rows(self, rows: list[Row]) -> None:
@@ -151,7 +151,7 @@ class AnalyticsWriter:
 
     def _failed(self, error: ClickHouseError) -> None:
         if self.status != "error":
-            log.warning("analytics: ClickHouse at %s is unavailable (%s); rows are %s", self._client.describe(),
+            log.warning("analytics: ClickHouse (%s) is unavailable (%s); rows are %s", self._client.describe(),
                         error, "spooled" if self._spool is not None else "kept in memory")
         self.status = "error"
         self._retry_at = time.monotonic() + self._retry_s
