@@ -179,11 +179,6 @@ class Outcome:
         self._done = False
 
     @property
-    def ttft_s(self) -> float | None:
-        """Time to first token as the client saw it: from the request's arrival to the stream's first piece."""
-        return None if self.first_byte is None else self.first_byte - self.started
-
-    @property
     def overhead_s(self) -> float | None:
         """The gateway's own time: a whole answer's time less the time waiting on providers; a stream's
         time to its first byte less the failed attempts and the answering one's wait for its first piece."""

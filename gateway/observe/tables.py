@@ -40,10 +40,6 @@ class Table:
         self.order_by = order_by
         self.time_column = time_column
 
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns)
-
 
 def _c(name: str, kind: str = "str", nullable: bool = True) -> Column:
     return Column(name, kind, nullable)
