@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import falcon
 import ujson
@@ -13,12 +13,17 @@ from gateway.catalog import Catalog
 from gateway.config.loader import auth_enabled
 from gateway.config.schema import Config
 from gateway.errors import GatewayError, ProviderAnswerError, error_body
+from gateway.limits.limiter import RateLimiter
+from gateway.limits.overrides import RateLimitOverrides
+from gateway.limits.quotas import UsageConsumer, UsageTable
 from gateway.observe.clientip import ClientAddress
 from gateway.observe.metrics import Metrics
 from gateway.observe.setup import Observers
 from gateway.observe.setup import build as build_observers
 from gateway.pipeline.auth import AuthStage
 from gateway.pipeline.context import ContextStage, GatewayRequest
+from gateway.pipeline.quota import QuotaStage
+from gateway.pipeline.ratelimit import RateLimitStage
 from gateway.pipeline.record import RecordStage
 from gateway.pipeline.resolve import ResolveStage
 from gateway.resources.chat import ChatCompletions, Completions
@@ -29,7 +34,9 @@ from gateway.resources.models import Models
 from gateway.routing import Router
 from gateway.stores.crypto import load_decryptor
 from gateway.stores.keys import KeyTable
-from gateway.stores.sync import RedisSync, connect
+from gateway.stores.limits import RateLimitMirror
+from gateway.stores.sync import Mirror, RedisSync, connect
+from gateway.stores.usage import UsageMirror
 from providers.base import Provider
 from providers.credentials import Secret
 from providers.http import UpstreamClient, UpstreamLimits, create_client
@@ -50,14 +57,19 @@ _CODES = {404: "unknown_url", 405: "method_not_allowed", 413: "request_too_large
 
 
 class GatewayApp(falcon.App):
-    """The Falcon app, and what its worker must close when it stops (the analytics writer)."""
+    """The Falcon app, and what its worker must close when it stops (the analytics writer, the usage
+    consumer, the lease renewer)."""
 
-    def __init__(self, observers: Observers, **kwargs) -> None:
+    def __init__(self, observers: Observers, closers: list[Callable[[float], None]] | None = None,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.observers = observers
+        self._closers = closers or []
 
     def shutdown(self, timeout: float) -> None:
-        """After the drain: flush or spool what is still queued, within ``timeout`` seconds."""
+        """After the drain: send, flush or spool what is still queued, within ``timeout`` seconds."""
+        for close in self._closers:
+            close(timeout)
         self.observers.close(timeout)
 
 
@@ -85,21 +97,42 @@ def create_app(
     for key_hash, grants in config.api_keys.items():
         keys.put(key_hash, ujson.dumps(dict(grants)))
     keys.loaded = not redis_url
-    sync = None
+    overrides = RateLimitOverrides()
+    usage = UsageTable()
+    mirrors: list[Mirror] = [RateLimitMirror(overrides)]
+    usage_on = bool(redis_url) and settings.usage_limits.enabled is not False
+    if usage_on:
+        mirrors.append(UsageMirror(usage))
+    elif settings.usage_limits.enabled:
+        log.warning("gateway.usage_limits.enabled: there is no Redis (TENSORZERO_REDIS_URL) to read quotas from; "
+                    "no quota applies")
+    sync = client = None
     if redis_url:
         client = connect(redis_url, settings.redis_max_connections, settings.redis_timeout_s)
-        sync = RedisSync(client, keys, catalog, credential_store, registry, load_decryptor(), settings.resync_interval_s)
+        sync = RedisSync(client, keys, catalog, credential_store, registry, load_decryptor(), settings.resync_interval_s,
+                         mirrors)
         sync.start()
+    limiter, closers = _limiter(config, redis_url, metrics)
+    hooks = []
+    if usage_on:
+        consumer = UsageConsumer(client, usage)
+        hooks.append(consumer.finished)
+        closers.append(consumer.close)
 
     observers = build_observers(config, metrics)
     clients = ClientAddress(settings.analytics.trusted_proxies)
     capture = observers.writer is not None and settings.observability.store_content
-    stages = [ContextStage(observers.hooks, clients, capture=capture), *observers.stages,
+    stages = [ContextStage([*observers.hooks, *hooks], clients, capture=capture), *observers.stages,
               RecordStage(metrics.stream_opened)]
     if auth_enabled(config, redis_url):
         stages.append(AuthStage(keys))
     stages.append(ResolveStage(catalog, settings.max_body_bytes))
-    app = GatewayApp(observers, request_type=GatewayRequest, middleware=stages)
+    if usage_on:
+        stages.append(QuotaStage(usage, fail_open=settings.usage_limits.fail_open, denied=metrics.limit_denied))
+    if settings.rate_limits.enabled or config.rate_limiting.enabled and config.rate_limiting.rules:
+        stages.append(RateLimitStage(limiter, settings.rate_limits, config.rate_limiting, overrides,
+                                     denied=metrics.limit_denied))
+    app = GatewayApp(observers, closers, request_type=GatewayRequest, middleware=stages)
     app.req_options.strip_url_path_trailing_slash = True
 
     inference = {
@@ -135,6 +168,23 @@ def create_app(
     app.add_error_handler(falcon.HTTPError, _handle_falcon_error)
     app.add_error_handler(GatewayError, _handle_gateway_error)
     return app
+
+
+def _limiter(config: Config, redis_url: str | None, metrics: Metrics) -> tuple[RateLimiter, list]:
+    """The rate limiter: on a Redis client of its own (``redis_timeout_ms``, no retries), or in-process."""
+    settings = config.gateway.rate_limits
+    client = None
+    if redis_url:
+        client = connect(redis_url, config.gateway.redis_max_connections, settings.redis_timeout_ms / 1000,
+                         retries=False)
+    elif settings.default_requests_per_minute or config.rate_limiting.rules or any(
+            m.rate_limits is not None for m in config.models.values()):
+        log.warning("rate limits: no Redis (TENSORZERO_REDIS_URL), so each gateway process limits itself "
+                    "(a limit of N admits up to N per worker)")
+    limiter = RateLimiter(client, fail_open=settings.fail_open, lease_ttl_s=settings.lease_ttl_s,
+                          local_checked=metrics.rate_limit_checked_locally)
+    limiter.load_scripts()
+    return limiter, [lambda timeout: limiter.close()]
 
 
 def _respond(req: falcon.Request, resp: falcon.Response, status: int, body: bytes, error_type: str,

@@ -7,11 +7,14 @@ from providers.jsonio import dumps
 __all__ = [
     "AuthenticationError",
     "ClientClosedError",
+    "ConcurrencyLimitError",
     "GatewayError",
     "InvalidRequestError",
     "InvalidJSONError",
     "MissingParameterError",
     "ProviderAnswerError",
+    "QuotaExceededError",
+    "RateLimitError",
     "ModelNotFoundError",
     "UnsupportedCapabilityError",
     "RequestTimeoutError",
@@ -118,3 +121,19 @@ class ProviderAnswerError(GatewayError):
     """The provider answered, but with something that cannot be translated for the client."""
 
     status, type, code = 502, "server_error", "invalid_provider_response"
+
+
+class RateLimitError(GatewayError):
+    """Over a rate limit, before any upstream call; ``headers`` carry Retry-After and the limit's state."""
+
+    status, type, code = 429, "rate_limit_error", "rate_limit_exceeded"
+
+
+class ConcurrencyLimitError(RateLimitError):
+    code = "concurrency_limit_exceeded"
+
+
+class QuotaExceededError(GatewayError):
+    """The user's usage quota (budapp's ``usage_limit:{user_id}``) is spent or not allowed."""
+
+    status, type, code = 402, "insufficient_quota", "insufficient_quota"

@@ -66,7 +66,7 @@ OAEP, PKCS1V15 = "oaep", "pkcs1v15"
 HEX, BASE64 = "hex", "base64"
 #: How an encrypted PKCS#8 PEM protects the key (PBES2, as ``openssl pkcs8 -topk8 -v2 aes-256-cbc`` does).
 PKCS8_PROTECTION = "PBKDF2WithHMAC-SHA256AndAES256-CBC"
-#: What budapp writes beside the model settings; the gateway does not act on these yet.
+#: What budapp writes beside the model settings.
 PRICING = {"input_cost": 0.5, "output_cost": 1.5, "currency": "USD", "per_tokens": 1_000_000}
 RATE_LIMITS = {"algorithm": "token_bucket", "requests_per_minute": 600, "tokens_per_minute": 100_000}
 

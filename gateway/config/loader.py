@@ -10,7 +10,7 @@ from typing import Any
 import tomlkit
 from tomlkit.exceptions import ParseError
 
-from gateway.config import observe
+from gateway.config import limits, observe
 from gateway.config.checker import Checker, ConfigError, key_path
 from gateway.config.schema import (
     CAPABILITIES,
@@ -39,7 +39,7 @@ def parse_bind(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-_TOP_KEYS = {"gateway", "models", "api_keys"}
+_TOP_KEYS = {"gateway", "models", "api_keys", "rate_limiting"}
 _GATEWAY_KEYS = {
     "bind_address",
     "workers",
@@ -57,12 +57,13 @@ _GATEWAY_KEYS = {
     "authentication",
     "redis",
     *observe.SECTION_KEYS,
+    *limits.SECTION_KEYS,
 }
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _GRANT_KEYS = {"endpoint_id", "model_id", "project_id", "prompt_id", "prompt_version_id", "version"}
 _AUTH_KEYS = {"enabled", "resync_interval_s"}
 _REDIS_KEYS = {"max_connections", "timeout_s"}
-_MODEL_KEYS = {"routing", "endpoints", "fallback_models", "retry_config", "providers", "pricing"}
+_MODEL_KEYS = {"routing", "endpoints", "fallback_models", "retry_config", "providers", "pricing", "rate_limits"}
 _RETRY_KEYS = {"num_retries", "max_delay_s"}
 _PROVIDER_KEYS = {
     "type",
@@ -104,9 +105,11 @@ def load_config_text(text: str, source: str, registry: Mapping[str, Any]) -> Con
             elif other == name:
                 c.fail(f"models.{key_path(name)}.fallback_models[{i}]", "a model cannot fall back to itself")
     api_keys = _api_keys(c, top.get("api_keys", {}))
+    rate_limiting = limits.rate_limiting(c, top.get("rate_limiting", {}))
     if c.errors:
         raise ConfigError(source, c.errors)
-    return Config(gateway=gateway, models=MappingProxyType(models), api_keys=api_keys, source=source)
+    return Config(gateway=gateway, models=MappingProxyType(models), api_keys=api_keys, source=source,
+                  rate_limiting=rate_limiting)
 
 
 def _api_keys(c: Checker, data: Any) -> Mapping[str, Mapping[str, Mapping[str, Any]]]:
@@ -184,6 +187,8 @@ def _gateway(c: Checker, data: Any) -> GatewaySettings:
         observability=observe.observability(c, d.get("observability", {})),
         analytics=observe.analytics(c, d.get("analytics", {})),
         traces=observe.traces(c, d.get("export", {})),
+        rate_limits=limits.rate_limit_settings(c, d.get("rate_limits", {})),
+        usage_limits=limits.usage_limit_settings(c, d.get("usage_limits", {})),
         auth_enabled=c.get(auth, "enabled", "gateway.authentication", (bool,), None),
         resync_interval_s=float(c.positive(auth, "resync_interval_s", "gateway.authentication", defaults.resync_interval_s)),
         redis_max_connections=max_connections,
@@ -245,6 +250,7 @@ def _model(c: Checker, name: str, data: Any, registry: Mapping[str, Any]) -> Mod
         ),
         providers=MappingProxyType(providers),
         pricing=observe.pricing(c, d.get("pricing"), path),
+        rate_limits=limits.rate_limits(c, d.get("rate_limits"), f"{path}.rate_limits"),
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from providers.http import DEFAULT_CLIENT
 
 __all__ = [
+    "ALGORITHMS",
     "CAPABILITIES",
     "AnalyticsConfig",
     "Config",
@@ -19,9 +20,16 @@ __all__ = [
     "ObservabilityConfig",
     "Pricing",
     "ProviderConfig",
+    "RateLimitRule",
+    "RateLimitSettings",
+    "RateLimitingConfig",
+    "RateLimits",
+    "RuleLimit",
+    "RuleScope",
     "RetryConfig",
     "TimeoutsConfig",
     "TracesConfig",
+    "UsageLimitSettings",
 ]
 
 #: Every capability a model may declare in ``endpoints``.
@@ -91,6 +99,26 @@ class Pricing:
         return total / self.per_tokens
 
 
+#: The rate-limit algorithms a model may use.
+ALGORITHMS = ("sliding_window", "fixed_window", "token_bucket")
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """A model's ``rate_limits`` (budapp's format, plus our token limits and concurrency); each set one holds."""
+
+    algorithm: str = "sliding_window"
+    requests_per_second: int | None = None
+    requests_per_minute: int | None = None
+    requests_per_hour: int | None = None
+    tokens_per_minute: int | None = None
+    tokens_per_hour: int | None = None
+    #: The token bucket's capacity (default: the limit itself).
+    burst_size: int | None = None
+    max_concurrent_requests: int | None = None
+    enabled: bool = True
+
+
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
     name: str
@@ -100,6 +128,7 @@ class ModelConfig:
     retry: RetryConfig
     providers: Mapping[str, ProviderConfig]
     pricing: Pricing | None = None
+    rate_limits: RateLimits | None = None
 
 
 #: Histogram buckets (seconds) for whole requests and streams: a cached answer to a ten-minute stream.
@@ -156,6 +185,31 @@ class TracesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimitSettings:
+    """[gateway.rate_limits]: what applies to models without limits of their own, and Redis failure."""
+
+    enabled: bool = True
+    default_requests_per_minute: int | None = None
+    default_algorithm: str = "sliding_window"
+    default_max_concurrent_requests: int | None = None
+    #: Redis down or slow: check against this process's own limiter (True) or answer 503 (False).
+    fail_open: bool = True
+    redis_timeout_ms: float = 20.0
+    #: A concurrency lease not renewed for this long (its gateway died) no longer counts.
+    lease_ttl_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class UsageLimitSettings:
+    """[gateway.usage_limits]: budapp's per-user quotas (``usage_limit:{user_id}``)."""
+
+    #: None: on when Redis is configured.
+    enabled: bool | None = None
+    #: The quota table never loaded (Redis down since start): serve (True) or answer 503 (False).
+    fail_open: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class GatewaySettings:
     host: str = "0.0.0.0"
     port: int = 3000
@@ -187,6 +241,46 @@ class GatewaySettings:
     observability: ObservabilityConfig = ObservabilityConfig()
     analytics: AnalyticsConfig = AnalyticsConfig()
     traces: TracesConfig = TracesConfig()
+    rate_limits: RateLimitSettings = RateLimitSettings()
+    usage_limits: UsageLimitSettings = UsageLimitSettings()
+
+
+@dataclass(frozen=True, slots=True)
+class RuleLimit:
+    """One ``RESOURCE_per_WINDOW`` of a TensorZero rule: a bucket of ``capacity`` that gains
+    ``refill_rate`` at the end of each window (counted from the bucket's first use)."""
+
+    resource: str  # "model_inferences", "tokens" or "cost"
+    window_s: int
+    capacity: float
+    refill_rate: float
+
+
+@dataclass(frozen=True, slots=True)
+class RuleScope:
+    """One scope entry: ``tag_key``/``tag_value``, or ``api_key_public_id`` (``tag_key`` None)."""
+
+    tag_key: str | None
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitRule:
+    limits: tuple[RuleLimit, ...]
+    scope: tuple[RuleScope, ...] = ()
+    priority: int = 0
+    always: bool = False
+    #: A digest of the rule's definition: its counters' name, so changing a rule starts it afresh.
+    digest: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitingConfig:
+    """TensorZero's ``[rate_limiting]``."""
+
+    enabled: bool = True
+    default_cost: float = 1.0
+    rules: tuple[RateLimitRule, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,3 +291,4 @@ class Config:
     api_keys: Mapping[str, Mapping[str, Mapping[str, Any]]]
     #: Where the config came from (a path, or "<default>"), for messages.
     source: str
+    rate_limiting: RateLimitingConfig = RateLimitingConfig()

@@ -92,6 +92,12 @@ class Metrics:
                                   "written.", registry=registry, multiprocess_mode="livesum")
         self.analytics_rows = counter("budgateway_analytics_rows", "Analytics rows, by where they went.",
                                       ("table", "result"))
+        self.limit_denials = counter("budgateway_limit_denials", "Requests refused by a limit, by model and "
+                                     "code (rate_limit_exceeded, concurrency_limit_exceeded, insufficient_quota).",
+                                     ("model", "code"))
+        self.rate_limit_local = counter("budgateway_rate_limit_local_checks", "Rate-limit checks made in-process "
+                                        "because Redis failed (redis_error, redis_timeout) or is still being "
+                                        "waited out (redis_unavailable).", ("reason",))
         self.spans_dropped = Counter("budgateway_trace_spans_dropped", "Trace spans the exporter could not send.",
                                      registry=registry)
 
@@ -163,6 +169,12 @@ class Metrics:
             family(table, result).inc(n)
 
         return count
+
+    def limit_denied(self, model: str, code: str) -> None:
+        self.limit_denials(model, code).inc()
+
+    def rate_limit_checked_locally(self, reason: str) -> None:
+        self.rate_limit_local(reason).inc()
 
     def queue_depth(self) -> Callable[[int], None]:
         """A setter for this worker's analytics queue depth."""

@@ -15,9 +15,19 @@ import falcon
 from gateway.errors import AuthenticationError, ServiceUnavailableError
 from gateway.stores.keys import KeyTable
 
-__all__ = ["AuthStage"]
+__all__ = ["AuthStage", "client_key"]
 
 _BEARER = "bearer "
+
+
+def client_key(req: falcon.Request) -> str | None:
+    """The API key a request carries (``Authorization: Bearer``, the prefix optional, or ``x-api-key``)."""
+    # Anthropic's SDK (for /v1/messages) sends its key as x-api-key.
+    header = req.get_header("Authorization") or req.get_header("x-api-key")
+    if not header:
+        return None
+    token = header[len(_BEARER):] if header[: len(_BEARER)].lower() == _BEARER else header
+    return token.strip()
 
 
 class AuthStage:
@@ -27,14 +37,9 @@ class AuthStage:
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
         if resource is None or not getattr(resource, "auth", True):
             return
-        header = req.get_header("Authorization")
-        if not header:
-            # Anthropic's SDK (for /v1/messages) sends its key as x-api-key.
-            header = req.get_header("x-api-key")
-            if not header:
-                raise AuthenticationError("Missing authorization header")
-        token = header[len(_BEARER):] if header[: len(_BEARER)].lower() == _BEARER else header
-        token = token.strip()
+        token = client_key(req)
+        if token is None:
+            raise AuthenticationError("Missing authorization header")
         found = self._keys.lookup(token) if token else None
         if found is None:
             if not self._keys.loaded:

@@ -25,7 +25,7 @@ __all__ = ["ModelEntry", "parse_model_entry", "store_name"]
 log = logging.getLogger(__name__)
 
 #: Fields budapp writes beside the model settings that this gateway does not act on yet.
-_IGNORED = frozenset({"rate_limits", "guardrail_profile"})
+_IGNORED = frozenset({"guardrail_profile"})
 
 
 def store_name(endpoint_id: str) -> str:

@@ -1,21 +1,26 @@
-"""Keeping the key table, the run-time models and the credential store in step with Redis.
+"""Keeping the key table, the run-time models and the credential store in step with Redis, and the
+mirrors of other state (usage quotas, published rate limits) beside them.
 
-At start: SCAN ``api_key:*``, ``model_table:*`` and ``published_model_info``. Then keyspace
+At start: SCAN ``api_key:*``, ``model_table:*`` and ``published_model_info``, and each mirror loads. Then keyspace
 notifications (``__keyevent@{db}__:set``, ``:expire``, ``:persist``, ``:del``, ``:expired``) apply
 each change within a second,
 and a full resync every ``resync_interval_s`` catches anything a notification missed. While Redis
 is unreachable the last loaded state keeps serving; reconnects back off from 1 s to 60 s and end
-in a full resync. Runs in a background greenlet of each worker.
+in a full resync. Runs in a background greenlet of each worker. A ``Mirror`` names the key prefixes
+whose changes it takes and the pub/sub channel patterns it listens to.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 
 import gevent
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from gateway.catalog import Catalog
 from gateway.config.schema import ModelConfig
@@ -26,7 +31,7 @@ from gateway.stores.models import parse_model_entry, store_name
 from providers.base import Provider
 from providers.credentials import Secret
 
-__all__ = ["RedisSync", "connect"]
+__all__ = ["Mirror", "RedisSync", "connect", "reread", "scan_values"]
 
 
 log = logging.getLogger(__name__)
@@ -45,13 +50,64 @@ _REREAD_EVENTS = (b"set", b"expire", b"persist")
 _POLL_S = 1.0
 
 
-def connect(url: str, max_connections: int, timeout_s: float) -> redis.Redis:
-    """A client whose pool blocks (up to ``timeout_s``) instead of failing when all connections are busy."""
+def connect(url: str, max_connections: int, timeout_s: float, *, retries: bool = True) -> redis.Redis:
+    """A client whose pool blocks (up to ``timeout_s``) instead of failing when all connections are busy;
+    ``retries=False``: a failed command fails at once (for callers with a fallback of their own)."""
     pool = redis.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=timeout_s, socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s, health_check_interval=30,
     )
-    return redis.Redis(connection_pool=pool)
+    if retries:
+        return redis.Redis(connection_pool=pool)
+    return redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+
+
+def scan_values(client: redis.Redis, pattern: str) -> dict[str, bytes]:
+    """Every key matching ``pattern`` and its value (SCAN, then MGET in batches; never KEYS)."""
+    found: dict[str, bytes] = {}
+    batch: list[bytes] = []
+
+    def fetch() -> None:
+        for key, raw in zip(batch, client.mget(batch), strict=True):
+            if raw is not None:
+                found[key.decode()] = raw
+        batch.clear()
+
+    for key in client.scan_iter(match=pattern, count=_SCAN_BATCH):
+        batch.append(key)
+        if len(batch) >= _SCAN_BATCH:
+            fetch()
+    if batch:
+        fetch()
+    return found
+
+
+def reread(client: redis.Redis, name: str) -> bytes | None:
+    """The value of a key just set (a set event can arrive a moment before another connection sees it)."""
+    for _ in range(_REREAD_TRIES):
+        raw = client.get(name)
+        if raw is not None:
+            return raw
+        gevent.sleep(_REREAD_PAUSE_S)
+    return None
+
+
+class Mirror:
+    """State kept in memory beside the keys and models: a full ``load``, then ``changed`` for each key
+    under one of ``prefixes`` that was set (``was_set``) or removed, and ``message`` for each message
+    on a channel matching one of ``channels``."""
+
+    prefixes: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+
+    def load(self, client: redis.Redis) -> None:
+        pass
+
+    def changed(self, client: redis.Redis, name: str, was_set: bool) -> None:
+        pass
+
+    def message(self, channel: str, data: bytes) -> None:
+        pass
 
 
 class RedisSync:
@@ -66,6 +122,7 @@ class RedisSync:
         registry: Mapping[str, type[Provider]],
         decryptor: CredentialDecryptor,
         resync_interval_s: float,
+        mirrors: Iterable[Mirror] = (),
     ) -> None:
         self._client = client
         self._keys = keys
@@ -74,6 +131,8 @@ class RedisSync:
         self._registry = registry
         self._decryptor = decryptor
         self._resync_s = resync_interval_s
+        self._mirrors = tuple(mirrors)
+        self._channels = tuple(p for m in self._mirrors for p in m.channels)
         self._db = client.connection_pool.connection_kwargs.get("db", 0)
         self._greenlet: gevent.Greenlet | None = None
         self._seen_ciphertexts: set[str] = set()
@@ -107,14 +166,18 @@ class RedisSync:
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             # Subscribed before the load, so no change between the two is missed.
-            pubsub.psubscribe(*(f"__keyevent@{self._db}__:{event}" for event in _EVENTS))
+            pubsub.psubscribe(*(f"__keyevent@{self._db}__:{event}" for event in _EVENTS), *self._channels)
             self.load_all()
             self.status = "ok"
             next_resync = time.monotonic() + self._resync_s
             while True:
                 message = pubsub.get_message(timeout=_POLL_S)
                 if message is not None and message.get("type") == "pmessage":
-                    self._on_event(message["channel"], message["data"])
+                    channel = message["channel"]
+                    if channel.startswith(b"__keyevent@"):
+                        self._on_event(channel, message["data"])
+                    else:
+                        self._on_message(channel.decode(errors="replace"), message["data"])
                 if time.monotonic() >= next_resync:
                     self.load_all()
                     next_resync = time.monotonic() + self._resync_s
@@ -178,6 +241,8 @@ class RedisSync:
         self._keys.replace_all(keys)
         self._keys.set_published(published)
         self._keys.loaded = True
+        for mirror in self._mirrors:
+            mirror.load(self._client)
         log.info("loaded %d keys and %d models from redis in %.0f ms", len(keys), len(models),
                  (time.monotonic() - started) * 1000)
 
@@ -204,16 +269,20 @@ class RedisSync:
             handler = self._model_changed
         elif name == PUBLISHED:
             handler = self._published_changed
+        was_set = event in _REREAD_EVENTS
         if handler is not None:
-            handler(name, event in _REREAD_EVENTS)
+            handler(name, was_set)
+        for mirror in self._mirrors:
+            if name.startswith(mirror.prefixes):
+                mirror.changed(self._client, name, was_set)
+
+    def _on_message(self, channel: str, data: bytes) -> None:
+        for mirror in self._mirrors:
+            if any(fnmatch.fnmatchcase(channel, pattern) for pattern in mirror.channels):
+                mirror.message(channel, data)
 
     def _reread(self, name: str) -> bytes | None:
-        for _ in range(_REREAD_TRIES):
-            raw = self._client.get(name)
-            if raw is not None:
-                return raw
-            gevent.sleep(_REREAD_PAUSE_S)
-        return None
+        return reread(self._client, name)
 
     def _key_changed(self, name: str, was_set: bool) -> None:
         key_hash = name[len(KEY_PREFIX):]

@@ -311,9 +311,11 @@ class TestModelEntry:
         assert model.endpoints == frozenset({"chat", "embedding"})
         assert (model.retry.num_retries, model.providers["p"].model_name) == (2, "m-upstream")
 
-    def test_pricing_rate_limits_and_guardrails_are_ignored(self, registry, decryptor, pair):
+    def test_rate_limits_are_read_and_the_guardrail_profile_is_ignored(self, registry, decryptor, pair):
         entry = self._entry(registry, decryptor, "ep-1", pair.encrypt(CREDENTIAL), guardrail_profile="strict")
         assert entry.unavailable is None and entry.model is not None
+        limits = entry.model.rate_limits
+        assert (limits.algorithm, limits.requests_per_minute, limits.tokens_per_minute) == ("token_bucket", 600, 100_000)
 
     def test_credential_is_used_as_written_without_a_key(self, registry):
         entry = self._entry(registry, CredentialDecryptor(None), "ep-1", CREDENTIAL)

@@ -1,0 +1,243 @@
+"""Running a request's checks: in Redis (one round trip), or in-process when Redis fails and
+``fail_open`` allows; settling reservations and releasing leases when the request ends.
+
+While Redis is failing, checks go straight to the in-process limiter for a second before Redis is
+tried again, so an outage costs each request nothing but the local check; a metric counts those
+checks and a warning (at most one each ten seconds) says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+
+import gevent
+import redis
+
+from gateway.errors import ServiceUnavailableError
+from gateway.limits.local import LocalLimiter
+from gateway.limits.plan import Check
+from gateway.limits.scripts import CHECKS, RELEASE, RENEW, SETTLE, pipelined
+from gateway.outcome import Outcome
+
+__all__ = ["Admission", "RateLimiter"]
+
+log = logging.getLogger(__name__)
+
+#: After a Redis failure, how long checks stay in-process before Redis is tried again.
+_RETRY_REDIS_S = 1.0
+_WARN_EVERY_S = 10.0
+_SETTLE_KIND = {"fixed_window": "f", "sliding_window": "s", "token_bucket": "b"}
+
+
+class Admission:
+    """A request's admitted checks and what each answered, to settle and release at its end."""
+
+    __slots__ = ("checks", "results", "local", "member")
+
+    def __init__(self, checks: list[Check], results: list[list], local: bool, member: str) -> None:
+        self.checks = checks
+        self.results = results
+        #: Admitted by the in-process limiter (so settled and released there too).
+        self.local = local
+        self.member = member
+
+    @property
+    def admitted(self) -> bool:
+        return all(r[0] == 1 for r in self.results)
+
+
+class RateLimiter:
+    """``client`` is the limits' own Redis client (short timeouts), or None: in-process only."""
+
+    def __init__(self, client: redis.Redis | None, *, fail_open: bool, lease_ttl_s: float,
+                 local_checked: Callable[[str], None] | None = None) -> None:
+        self._client = client
+        self._local = LocalLimiter()
+        self._fail_open = fail_open
+        self._lease_ttl_ms = int(lease_ttl_s * 1000)
+        self._local_checked = local_checked or (lambda reason: None)
+        self._redis_after = 0.0
+        self._warned = 0.0
+        #: Leases held in Redis by requests of this process: member -> lease set, renewed until released.
+        self._held: dict[str, str] = {}
+        self._renewer: gevent.Greenlet | None = None
+
+    def load_scripts(self) -> None:
+        """SCRIPT LOAD every script (at start; a failure here is retried on first use)."""
+        if self._client is None:
+            return
+        try:
+            for script in (*CHECKS.values(), SETTLE, RENEW):
+                script.load(self._client)
+        except (redis.RedisError, OSError) as e:
+            log.warning("could not load the rate-limit scripts into redis yet (%s)", type(e).__name__)
+
+    # -- admission ---------------------------------------------------------------------------------
+
+    def admit(self, checks: list[Check], member: str) -> Admission:
+        """Run ``checks``; an admission that is not ``admitted`` has changed nothing anywhere."""
+        client = self._client
+        if client is not None and time.monotonic() >= self._redis_after:
+            try:
+                results = self._redis_checks(client, checks, member)
+            except (redis.RedisError, OSError) as e:
+                self._redis_failed(e)
+            else:
+                admission = Admission(checks, results, False, member)
+                if not admission.admitted and len(checks) > 1:
+                    self._undo(admission)
+                elif admission.admitted:
+                    for check in checks:
+                        if check.lease_key is not None:
+                            self._hold(member, check.lease_key)
+                return admission
+        elif client is not None:
+            self._local_checked("redis_unavailable")
+            if not self._fail_open:
+                raise ServiceUnavailableError("Rate limiting is unavailable")
+        return self._local_admit(checks, member)
+
+    def _redis_checks(self, client: redis.Redis, checks: list[Check], member: str) -> list[list]:
+        if len(checks) == 1:
+            check = checks[0]
+            return [CHECKS[check.algorithm](client, *self._argv(check, member))]
+        return pipelined(client, [CHECKS[c.algorithm].args(*self._argv(c, member)) for c in checks])
+
+    def _argv(self, check: Check, member: str) -> tuple[list, list]:
+        keys = list(check.keys)
+        argv: list = [check.lease_max, member, self._lease_ttl_ms]
+        if check.lease_key is not None:
+            keys.insert(0, check.lease_key)
+        for limit, cost in zip(check.limits, check.costs, strict=True):
+            argv += limit.argv(cost)
+        return keys, argv
+
+    def _redis_failed(self, e: Exception) -> None:
+        self._redis_after = time.monotonic() + _RETRY_REDIS_S
+        reason = "redis_timeout" if isinstance(e, redis.TimeoutError) else "redis_error"
+        self._local_checked(reason)
+        now = time.monotonic()
+        if now - self._warned >= _WARN_EVERY_S:
+            self._warned = now
+            how = "each gateway process limits itself" if self._fail_open else "limited requests get 503"
+            log.warning("rate limits: redis failed (%s: %s); until it answers again %s", type(e).__name__, e, how)
+        if not self._fail_open:
+            raise ServiceUnavailableError("Rate limiting is unavailable") from None
+
+    def _local_admit(self, checks: list[Check], member: str) -> Admission:
+        results = [self._local.check(check, member) for check in checks]
+        admission = Admission(checks, results, True, member)
+        if not admission.admitted and len(checks) > 1:
+            self._undo(admission)
+        return admission
+
+    def _undo(self, admission: Admission) -> None:
+        """Give back what the admitted checks of a refused request took (they live under other tags)."""
+        items, releases = [], []
+        for check, result in zip(admission.checks, admission.results, strict=True):
+            if result[0] != 1:
+                continue
+            items += self._settle_items(check, result, [-cost for cost in check.costs])
+            if check.lease_key is not None:
+                releases.append(check.lease_key)
+        self._apply(admission, items, releases)
+
+    # -- the end of a request ----------------------------------------------------------------------
+
+    def finish(self, admission: Admission, outcome: Outcome) -> None:
+        """Settle the token and cost reservations to the request's real use, and release its leases."""
+        used_tokens, used_cost = _used(outcome)
+        items, releases = [], []
+        for check, result in zip(admission.checks, admission.results, strict=True):
+            deltas = []
+            for limit, cost in zip(check.limits, check.costs, strict=True):
+                if limit.kind == "tokens":
+                    deltas.append(used_tokens - cost)
+                elif limit.kind == "cost" and used_cost is not None:
+                    deltas.append(used_cost - cost)
+                else:
+                    deltas.append(0)
+            items += self._settle_items(check, result, deltas)
+            if check.lease_key is not None:
+                releases.append(check.lease_key)
+        self._apply(admission, items, releases)
+
+    def _settle_items(self, check: Check, result: list, deltas: list[float]) -> list[tuple]:
+        kind = _SETTLE_KIND[check.algorithm]
+        items = []
+        for i, (key, limit, delta) in enumerate(zip(check.keys, check.limits, deltas, strict=True)):
+            if delta:
+                items.append((key, kind, delta, result[6 + 3 * i], limit))
+        return items
+
+    def _apply(self, admission: Admission, items: list[tuple], releases: list[str]) -> None:
+        if not items and not releases:
+            return
+        member = admission.member
+        if admission.local:
+            self._local.settle(items)
+            for lease_key in releases:
+                self._local.release(lease_key, member)
+            return
+        if releases:
+            self._held.pop(member, None)
+        commands = []
+        # NOTE: the items of one check share a tag; several checks' items are one call per tag.
+        for tag_items in _by_tag(items):
+            keys, argv = [], []
+            for key, kind, delta, wid, limit in tag_items:
+                keys.append(key)
+                argv += [kind, delta, wid, limit.capacity, limit.window_ms, limit.refill, limit.step_ms]
+            commands.append(SETTLE.args(keys, argv))
+        commands += [(RELEASE, lease_key, member) for lease_key in releases]
+        try:
+            pipelined(self._client, commands)
+        except (redis.RedisError, OSError) as e:
+            # The windows move on; a lease not released expires with its TTL.
+            log.warning("rate limits: could not settle a request in redis (%s)", type(e).__name__)
+
+    # -- leases ------------------------------------------------------------------------------------
+
+    def _hold(self, member: str, lease_key: str) -> None:
+        self._held[member] = lease_key
+        if self._renewer is None or self._renewer.dead:
+            self._renewer = gevent.spawn(self._renew_forever)
+
+    def _renew_forever(self) -> None:
+        """Leases of requests still running get a new expiry every third of their TTL."""
+        while self._held:
+            gevent.sleep(self._lease_ttl_ms / 3000)
+            by_key: dict[str, list[str]] = {}
+            for member, lease_key in list(self._held.items()):
+                by_key.setdefault(lease_key, []).append(member)
+            commands = [RENEW.args([lease_key], [*members, self._lease_ttl_ms]) for lease_key, members in by_key.items()]
+            try:
+                pipelined(self._client, commands)
+            except (redis.RedisError, OSError) as e:
+                log.warning("rate limits: could not renew concurrency leases (%s)", type(e).__name__)
+
+    def close(self) -> None:
+        if self._renewer is not None:
+            self._renewer.kill(block=False)
+
+
+def _by_tag(items: list[tuple]) -> list[list[tuple]]:
+    groups: dict[str, list[tuple]] = {}
+    for item in items:
+        key = item[0]
+        groups.setdefault(key[: key.index("}") + 1], []).append(item)
+    return list(groups.values())
+
+
+def _used(outcome: Outcome) -> tuple[int, float | None]:
+    """The tokens a request used (a stream cut short: what was delivered) and its cost, if known."""
+    usage = outcome.usage
+    if usage is not None:
+        return (usage.input_tokens or 0) + (usage.output_tokens or 0), outcome.cost
+    if outcome.first_byte is not None or any(a.result == "ok" for a in outcome.attempts):
+        # No usage report (e.g. a stream cut short): the prompt and what reached the client, four bytes a token.
+        return outcome.bytes_in // 4 + math.ceil(outcome.bytes_out / 4), None
+    return 0, 0.0  # no provider answered: nothing was used
