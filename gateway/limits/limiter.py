@@ -95,9 +95,9 @@ class RateLimiter:
                             self._hold(member, check.lease_key)
                 return admission
         elif client is not None:
-            self._local_checked("redis_unavailable")
             if not self._fail_open:
                 raise ServiceUnavailableError("Rate limiting is unavailable")
+            self._local_checked("redis_unavailable")
         return self._local_admit(checks, member)
 
     def _redis_checks(self, client: redis.Redis, checks: list[Check], member: str) -> list[list]:
@@ -117,15 +117,15 @@ class RateLimiter:
 
     def _redis_failed(self, e: Exception) -> None:
         self._redis_after = time.monotonic() + _RETRY_REDIS_S
-        reason = "redis_timeout" if isinstance(e, redis.TimeoutError) else "redis_error"
-        self._local_checked(reason)
         now = time.monotonic()
         if now - self._warned >= _WARN_EVERY_S:
             self._warned = now
             how = "each gateway process limits itself" if self._fail_open else "limited requests get 503"
-            log.warning("rate limits: redis failed (%s: %s); until it answers again %s", type(e).__name__, e, how)
+            # NOTE: the type only: redis's messages name its host and port.
+            log.warning("rate limits: redis failed (%s); until it answers again %s", type(e).__name__, how)
         if not self._fail_open:
             raise ServiceUnavailableError("Rate limiting is unavailable") from None
+        self._local_checked("redis_timeout" if isinstance(e, redis.TimeoutError) else "redis_error")
 
     def _local_admit(self, checks: list[Check], member: str) -> Admission:
         results = [self._local.check(check, member) for check in checks]

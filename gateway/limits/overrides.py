@@ -1,5 +1,7 @@
 """Rate limits the control plane publishes on ``rate_limit:config:{model}``, over the models' own.
 
+``{model}`` is the model's endpoint id (its ``model_table`` name) or the name clients use for it.
+
 A message is ``{"action": "create"|"update"|"delete", "config": {...}|null}``; ``config`` is a
 ``rate_limits`` object. It takes effect at once and holds until the next message for the model or
 until the model's own entry changes (the newer word wins). A gateway started later reads the model
@@ -27,11 +29,14 @@ class RateLimitOverrides:
         #: model -> its published limits (None: deleted, the defaults apply)
         self._by_model: dict[str, RateLimits | None] = {}
 
-    def get(self, model: str, own: RateLimits | None) -> RateLimits | None:
+    def get(self, names: tuple[str, ...], own: RateLimits | None) -> RateLimits | None:
+        """The limits of a model known by ``names`` (its endpoint id, the name the client used)."""
         by_model = self._by_model
-        if not by_model or model not in by_model:
-            return own
-        return by_model[model]
+        if by_model:
+            for name in names:
+                if name in by_model:
+                    return by_model[name]
+        return own
 
     def message(self, model: str, raw: bytes) -> None:
         where = f"{CHANNEL_PREFIX}{model}"

@@ -42,7 +42,7 @@ class RateLimitStage:
         route = ctx.route
         if route is None:
             return
-        plan = model_plan(self._overrides.get(route.name, route.config.rate_limits), self._settings)
+        plan = model_plan(self._overrides.get((route.name, ctx.model), route.config.rate_limits), self._settings)
         rules = self._rules.rules
         if plan is None and not rules:
             return
