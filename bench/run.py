@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from limits import limit_targets, rate_limits, with_section  # noqa: E402
 from load import hey_rate, wrk2_rate, wrk_max  # noqa: E402
 from observe import observability  # noqa: E402
 from procs import API_KEY, Procs, cpu_seconds, free_port, rss_mb, worker_pids  # noqa: E402
@@ -39,7 +40,7 @@ WRK2 = Path(sys.executable).with_name("wrk2")
 NOFILE = 65536
 #: Descriptors a worker holds besides streams (listener, pipes, logs, libraries, sockets still closing).
 _FD_SLACK = 300
-SCENARIOS = ("rates", "max", "stream", "open", "memory", "observe")
+SCENARIOS = ("rates", "max", "stream", "open", "memory", "observe", "limits")
 
 
 def _raise_nofile() -> int:
@@ -143,7 +144,7 @@ def main() -> int:
         "args": vars(args),
         "runs": [], "summary": [],
         "streaming": {"shape": STREAM_SHAPE, "streams": 0, "concurrency": 0, "results": []},
-        "concurrent_streams": {}, "memory": {}, "observability": {}, "checks": [], "targets": [],
+        "concurrent_streams": {}, "memory": {}, "observability": {}, "limits": {}, "checks": [], "targets": [],
     }
     data["checks"].append(f"fixed rates by {'wrk2 (uncorrected latencies)' if wrk2 else 'phase-spread hey (no wrk2 built)'}")
     print(f"budgateway bench {when}: {os.cpu_count()} CPUs, open-file limit {nofile}; {data['checks'][-1]}", flush=True)
@@ -211,17 +212,21 @@ def main() -> int:
             data["observability"] = observability(gateway, CHAT_BODY, wrk2, rounds=max(args.rounds, 3),
                                                   seconds=args.seconds, max_seconds=args.max_seconds)
 
+        if "limits" in only:
+            data["limits"] = rate_limits(procs, gateway, mock, CHAT_BODY, wrk2, rounds=max(args.rounds, 3),
+                                         seconds=args.seconds)
+
         if "memory" in only:
             t = gateway("gw memory")
             data["memory"] = memory(t.port, t.pid, args.leak_requests, CHAT_BODY)
             print(f"memory: {data['memory']}", flush=True)
 
-    data["targets"] = judge(data)
+    data["targets"] = judge(data) + limit_targets(data)
     RESULTS.mkdir(exist_ok=True)
     # A partial run must not pass for the record of a whole one.
     name = "latest" if args.only is None else "partial"
     stamp = when.replace(":", "").replace("-", "")
-    md = write_markdown(RESULTS / f"{name}.md", data)
+    md = with_section(RESULTS / f"{name}.md", write_markdown(RESULTS / f"{name}.md", data), data)
     write_json(RESULTS / f"{name}.json", data)
     if name == "latest":
         (RESULTS / f"{stamp}.json").write_text((RESULTS / "latest.json").read_text())
