@@ -54,7 +54,7 @@ class StreamBody:
     usage the stream reported, and whether and why the stream was cut short."""
 
     __slots__ = ("_first", "_rest", "_deadline", "_peer", "label", "_on_close", "_watcher", "failed",
-                 "_outcome", "_pricing", "_sent", "_ended")
+                 "_outcome", "_pricing", "_sent", "_ended", "_closed")
 
     def __init__(
         self,
@@ -80,6 +80,7 @@ class StreamBody:
         self._pricing = pricing
         self._sent = 0
         self._ended = False
+        self._closed = False
 
     def on_close(self, callback: Callable[[StreamBody], None]) -> None:
         self._on_close.append(callback)
@@ -103,18 +104,25 @@ class StreamBody:
                     capture.append(piece)
                 self._sent += len(piece)
                 yield piece
+            last = self._closing()
         except ProviderError as e:
             log.warning("stream from %s failed after its first byte: %s", self.label, e)
             self._cut("upstream", 504 if isinstance(e, ProviderTimeout) else 502, e)
-            for piece in self._failure(e):
-                self._sent += len(piece)
-                yield piece
+            last = b"".join(self._failure(e))
         except ClientDisconnected:
             # Not swallowed: the server then drops the connection without the closing chunk, so a client
             # that only half-closed cannot take the cut stream for a whole one.
             self._cut("client", 499)
             raise
         self._ended = True
+        self._sent += len(last)
+        if capture is not None and last and self._sent - len(last) < CAPTURE_LIMIT:
+            capture.append(last)
+        # NOTE: the request ends before its last piece goes out, so a client that sends its next request
+        # the moment it has the whole stream finds this one finished (its tokens settled, its lease freed).
+        self.close()
+        if last:
+            yield last
 
     def _cut(self, reason: str, status: int, error: ProviderError | None = None) -> None:
         self.failed = True
@@ -136,6 +144,10 @@ class StreamBody:
 
     def _events(self, pieces: Iterator[bytes]) -> Iterator[bytes]:
         raise NotImplementedError
+
+    def _closing(self) -> bytes:
+        """What ends a stream whose upstream ended well (sent after the request has finished)."""
+        return b""
 
     def _failure(self, error: ProviderError) -> Iterator[bytes]:
         """What ends the stream after an upstream failure."""
@@ -160,6 +172,11 @@ class StreamBody:
             yield piece
 
     def close(self) -> None:
+        """Release the upstream and finish the request; once (the relay closes before its last piece,
+        the server after it)."""
+        if self._closed:
+            return
+        self._closed = True
         if self._watcher is not None:
             self._watcher.kill(block=False)
         try:
@@ -205,7 +222,9 @@ class SSEStream(StreamBody):
                 if payload is None:
                     continue
             yield frame(rewrite(payload))
-        yield DONE
+
+    def _closing(self) -> bytes:
+        return DONE
 
     def _take_usage(self, payload: bytes) -> bytes | None:
         """Record the chunk's usage; the chunk as the client gets it (None: not at all)."""
@@ -284,7 +303,9 @@ class EventStream(StreamBody):
                 raise unexpected_shape("chunk", e) from e
             if events:
                 yield events
-        yield self._translator.finish()
+
+    def _closing(self) -> bytes:
+        return self._translator.finish()
 
     def _failure(self, error: ProviderError) -> Iterator[bytes]:
         yield self._error(f"{self.label}: {error.public}", getattr(error, "status", 500))
