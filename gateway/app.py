@@ -35,6 +35,7 @@ from gateway.routing import Router
 from gateway.stores.crypto import load_decryptor
 from gateway.stores.keys import KeyTable
 from gateway.stores.limits import RateLimitMirror
+from gateway.stores.resp import RespClient
 from gateway.stores.sync import Mirror, RedisSync, connect
 from gateway.stores.usage import UsageMirror
 from providers.base import Provider
@@ -106,7 +107,7 @@ def create_app(
     elif settings.usage_limits.enabled:
         log.warning("gateway.usage_limits.enabled: there is no Redis (TENSORZERO_REDIS_URL) to read quotas from; "
                     "no quota applies")
-    sync = client = None
+    sync = None
     if redis_url:
         client = connect(redis_url, settings.redis_max_connections, settings.redis_timeout_s)
         sync = RedisSync(client, keys, catalog, credential_store, registry, load_decryptor(), settings.resync_interval_s,
@@ -115,7 +116,7 @@ def create_app(
     limiter, closers = _limiter(config, redis_url, metrics)
     hooks = []
     if usage_on:
-        consumer = UsageConsumer(client, usage)
+        consumer = UsageConsumer(RespClient(redis_url, 8, settings.redis_timeout_s), usage)
         hooks.append(consumer.finished)
         closers.append(consumer.close)
 
@@ -175,8 +176,7 @@ def _limiter(config: Config, redis_url: str | None, metrics: Metrics) -> tuple[R
     settings = config.gateway.rate_limits
     client = None
     if redis_url:
-        client = connect(redis_url, config.gateway.redis_max_connections, settings.redis_timeout_ms / 1000,
-                         retries=False)
+        client = RespClient(redis_url, config.gateway.redis_max_connections, settings.redis_timeout_ms / 1000)
     elif settings.default_requests_per_minute or config.rate_limiting.rules or any(
             m.rate_limits is not None for m in config.models.values()):
         log.warning("rate limits: no Redis (TENSORZERO_REDIS_URL), so each gateway process limits itself "

@@ -21,6 +21,7 @@ from gateway.limits.local import LocalLimiter
 from gateway.limits.plan import Check
 from gateway.limits.scripts import CHECKS, RELEASE, RENEW, SETTLE, pipelined
 from gateway.outcome import Outcome
+from gateway.stores.resp import RespClient
 
 __all__ = ["Admission", "RateLimiter"]
 
@@ -52,7 +53,7 @@ class Admission:
 class RateLimiter:
     """``client`` is the limits' own Redis client (short timeouts), or None: in-process only."""
 
-    def __init__(self, client: redis.Redis | None, *, fail_open: bool, lease_ttl_s: float,
+    def __init__(self, client: RespClient | None, *, fail_open: bool, lease_ttl_s: float,
                  local_checked: Callable[[str], None] | None = None) -> None:
         self._client = client
         self._local = LocalLimiter()
@@ -100,7 +101,7 @@ class RateLimiter:
             self._local_checked("redis_unavailable")
         return self._local_admit(checks, member)
 
-    def _redis_checks(self, client: redis.Redis, checks: list[Check], member: str) -> list[list]:
+    def _redis_checks(self, client: RespClient, checks: list[Check], member: str) -> list[list]:
         if len(checks) == 1:
             check = checks[0]
             return [CHECKS[check.algorithm](client, *self._argv(check, member))]

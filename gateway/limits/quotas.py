@@ -26,6 +26,7 @@ import ujson
 
 from gateway.limits.scripts import Script, pipelined
 from gateway.outcome import Outcome
+from gateway.stores.resp import RespClient
 
 __all__ = ["UsageConsumer", "UsageTable"]
 
@@ -124,7 +125,7 @@ class UsageTable:
 class UsageConsumer:
     """Adds each finished request's tokens and cost to its user's entry (a finish hook, then a greenlet)."""
 
-    def __init__(self, client: redis.Redis, table: UsageTable) -> None:
+    def __init__(self, client: RespClient, table: UsageTable) -> None:
         self._client = client
         self._table = table
         #: user -> [tokens, cost] not yet in Redis

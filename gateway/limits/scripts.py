@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import hashlib
 
-import redis
+from redis.exceptions import NoScriptError
+
+from gateway.stores.resp import RespClient
 
 __all__ = ["CHECKS", "RELEASE", "RENEW", "SETTLE", "Script", "STRIDE", "pipelined"]
 
@@ -223,42 +225,34 @@ class Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
         _BY_SHA[self.sha] = self
 
-    def load(self, client: redis.Redis) -> None:
-        client.execute_command("SCRIPT", "LOAD", self.source)
+    def load(self, client: RespClient) -> None:
+        client.execute("SCRIPT", "LOAD", self.source)
 
     def args(self, keys: list[str], argv: list) -> tuple:
         return ("EVALSHA", self.sha, len(keys), *keys, *argv)
 
-    def __call__(self, client: redis.Redis, keys: list[str], argv: list):
+    def __call__(self, client: RespClient, keys: list[str], argv: list):
         try:
-            return client.execute_command(*self.args(keys, argv))
-        except redis.exceptions.NoScriptError:
+            return client.execute(*self.args(keys, argv))
+        except NoScriptError:
             self.load(client)
-            return client.execute_command(*self.args(keys, argv))
+            return client.execute(*self.args(keys, argv))
 
 
-def pipelined(client: redis.Redis, commands: list[tuple]) -> list:
-    """Send ``commands`` in one round trip (no transaction). Scripts Redis has forgotten are loaded and
-    the commands that met NOSCRIPT sent again (NOSCRIPT means the script did not run)."""
-    answers = _send(client, commands)
-    again = [i for i, (command, answer) in enumerate(zip(commands, answers, strict=True))
-             if command[0] == "EVALSHA" and isinstance(answer, redis.exceptions.NoScriptError)]
+def pipelined(client: RespClient, commands: list[tuple]) -> list:
+    """Send ``commands`` in one round trip. Scripts Redis has forgotten are loaded and the commands
+    that met NOSCRIPT sent again (NOSCRIPT means the script did not run); an error answer is raised."""
+    answers = client.pipeline(commands)
+    again = [i for i, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
     if again:
         for sha in {commands[i][1] for i in again}:
             _BY_SHA[sha].load(client)
-        for i, answer in zip(again, _send(client, [commands[i] for i in again]), strict=True):
+        for i, answer in zip(again, client.pipeline([commands[i] for i in again]), strict=True):
             answers[i] = answer
     for answer in answers:
         if isinstance(answer, Exception):
             raise answer
     return answers
-
-
-def _send(client: redis.Redis, commands: list[tuple]) -> list:
-    pipe = client.pipeline(transaction=False)
-    for command in commands:
-        pipe.execute_command(*command)
-    return pipe.execute(raise_on_error=False)
 
 
 #: The check script of each algorithm.

@@ -19,8 +19,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMappin
 
 import gevent
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from gateway.catalog import Catalog
 from gateway.config.schema import ModelConfig
@@ -50,16 +48,13 @@ _REREAD_EVENTS = (b"set", b"expire", b"persist")
 _POLL_S = 1.0
 
 
-def connect(url: str, max_connections: int, timeout_s: float, *, retries: bool = True) -> redis.Redis:
-    """A client whose pool blocks (up to ``timeout_s``) instead of failing when all connections are busy;
-    ``retries=False``: a failed command fails at once (for callers with a fallback of their own)."""
+def connect(url: str, max_connections: int, timeout_s: float) -> redis.Redis:
+    """A client whose pool blocks (up to ``timeout_s``) instead of failing when all connections are busy."""
     pool = redis.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=timeout_s, socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s, health_check_interval=30,
     )
-    if retries:
-        return redis.Redis(connection_pool=pool)
-    return redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+    return redis.Redis(connection_pool=pool)
 
 
 def scan_values(client: redis.Redis, pattern: str) -> dict[str, bytes]:

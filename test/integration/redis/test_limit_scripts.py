@@ -10,15 +10,15 @@ from gateway.limits.limiter import RateLimiter
 from gateway.limits.local import LocalLimiter
 from gateway.limits.plan import Check, Limit
 from gateway.limits.scripts import CHECKS, SETTLE
-from gateway.stores.sync import connect
+from gateway.stores.resp import RespClient
 
 ALGORITHMS = ("fixed_window", "sliding_window", "token_bucket")
 
 
 @pytest.fixture
 def client(redis_server):
-    client = connect(redis_server.url(5), 4, 2.0, retries=False)
-    client.flushdb()
+    client = RespClient(redis_server.url(5), 4, 2.0)
+    client.execute("FLUSHDB")
     yield client
     client.close()
 
@@ -66,11 +66,11 @@ def test_every_key_of_a_check_shares_one_cluster_slot():
 def test_forgotten_scripts_are_loaded_again(client):
     limiter = RateLimiter(client, fail_open=False, lease_ttl_s=30)
     limiter.load_scripts()
-    client.script_flush()
+    client.execute("SCRIPT", "FLUSH")
     c = Check("fixed_window", "fw", "m=flush|k:1", (Limit("requests", 60, 2),), [1])
     two = Check("token_bucket", "tz", "r=1|2", (Limit("requests", 60, 2),), [1])
     assert limiter.admit([c], "a").admitted
-    client.script_flush()
+    client.execute("SCRIPT", "FLUSH")
     assert limiter.admit([c, two], "b").admitted, "a pipeline of two checks after a flush"
     refused = limiter.admit([c, two], "c")
     assert not refused.admitted

@@ -1,0 +1,179 @@
+"""A lean Redis client for the request path: commands and pipelines over pooled connections, RESP2.
+
+The rate limiter makes a Redis round trip for every limited request, and redis-py's general
+machinery (its pool, retry wrapper and parser) costs about twice the round trip itself; this client
+does only what the limiter needs, with the same exceptions as redis-py (``redis.ConnectionError``,
+``redis.TimeoutError``, ``redis.ResponseError``, ``NoScriptError``), so callers catch one family.
+Every socket is gevent's (after monkey-patching) and times out after ``timeout_s``; a connection
+that failed or timed out is closed, never reused.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Sequence
+
+import gevent.lock
+import redis
+from redis.connection import SSLConnection, parse_url
+from redis.exceptions import NoScriptError
+
+__all__ = ["RespClient"]
+
+_CRLF = b"\r\n"
+
+
+class _Connection:
+    __slots__ = ("sock", "buf")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise redis.ConnectionError("Redis closed the connection")
+        self.buf += data
+
+    def _line(self) -> bytes:
+        while True:
+            end = self.buf.find(_CRLF)
+            if end >= 0:
+                line = bytes(self.buf[:end])
+                del self.buf[: end + 2]
+                return line
+            self._fill()
+
+    def reply(self):
+        """One reply: an int, bytes, None, a list, or a ``ResponseError`` (returned, not raised)."""
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            size = int(rest)
+            if size < 0:
+                return None
+            while len(self.buf) < size + 2:
+                self._fill()
+            value = bytes(self.buf[:size])
+            del self.buf[: size + 2]
+            return value
+        if kind == b"*":
+            count = int(rest)
+            return None if count < 0 else [self.reply() for _ in range(count)]
+        if kind == b"+":
+            return rest
+        if kind == b"-":
+            message = rest.decode(errors="replace")
+            return NoScriptError(message) if message.startswith("NOSCRIPT") else redis.ResponseError(message)
+        raise redis.ConnectionError(f"unexpected reply from Redis ({kind!r})")
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def _pack(commands: Sequence[Sequence]) -> bytes:
+    out = []
+    for command in commands:
+        out.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            if isinstance(arg, bytes):
+                data = arg
+            elif isinstance(arg, str):
+                data = arg.encode()
+            elif isinstance(arg, float):
+                data = repr(arg).encode()
+            else:
+                data = str(arg).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+class RespClient:
+    """Commands to the Redis at ``url``; at most ``max_connections`` open at once."""
+
+    def __init__(self, url: str, max_connections: int, timeout_s: float) -> None:
+        params = parse_url(url)
+        if "path" in params:
+            raise ValueError("unix socket URLs are not supported by the rate limiter's client")
+        self._address = (params.get("host", "localhost"), int(params.get("port", 6379)))
+        self._tls = params.get("connection_class") is SSLConnection
+        self._hello = []
+        if params.get("password"):
+            user = params.get("username")
+            self._hello.append(("AUTH", user, params["password"]) if user else ("AUTH", params["password"]))
+        if params.get("db"):
+            self._hello.append(("SELECT", params["db"]))
+        self._timeout = timeout_s
+        self._idle: list[_Connection] = []
+        self._slots = gevent.lock.BoundedSemaphore(max_connections)
+
+    def _connect(self) -> _Connection:
+        try:
+            sock = socket.create_connection(self._address, timeout=self._timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls:
+                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self._address[0])
+        except TimeoutError as e:
+            raise redis.TimeoutError("connecting to Redis timed out") from e
+        except OSError as e:
+            raise redis.ConnectionError(f"cannot connect to Redis ({type(e).__name__})") from e
+        conn = _Connection(sock)
+        if self._hello:
+            conn.send(_pack(self._hello))
+            for _ in self._hello:
+                answer = conn.reply()
+                if isinstance(answer, Exception):
+                    conn.close()
+                    raise redis.ConnectionError(f"Redis refused the connection's setup: {answer}")
+        return conn
+
+    def pipeline(self, commands: Sequence[Sequence]) -> list:
+        """Send ``commands`` in one round trip; each answer, an error answer as a ``ResponseError``."""
+        if not self._slots.acquire(timeout=self._timeout):
+            raise redis.ConnectionError("no Redis connection free in time")
+        conn = None
+        try:
+            conn = self._idle.pop() if self._idle else self._connect()
+            conn.send(_pack(commands))
+            answers = [conn.reply() for _ in commands]
+        except TimeoutError as e:
+            if conn is not None:
+                conn.close()
+            raise redis.TimeoutError("Redis did not answer in time") from e
+        except (OSError, redis.ConnectionError, ValueError) as e:
+            if conn is not None:
+                conn.close()
+            if isinstance(e, redis.ConnectionError):
+                raise
+            raise redis.ConnectionError(f"Redis connection failed ({type(e).__name__})") from e
+        except BaseException:
+            # A greenlet killed mid-answer (its client left): the connection's state is unknown.
+            if conn is not None:
+                conn.close()
+            raise
+        else:
+            self._idle.append(conn)
+        finally:
+            self._slots.release()
+        return answers
+
+    def execute(self, *command):
+        """One command; an error answer is raised."""
+        answer = self.pipeline((command,))[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
