@@ -9,7 +9,6 @@ checks and a warning (at most one each ten seconds) says so.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 
@@ -18,7 +17,7 @@ import redis
 
 from gateway.errors import ServiceUnavailableError
 from gateway.limits.local import LocalLimiter
-from gateway.limits.plan import Check
+from gateway.limits.plan import Check, used
 from gateway.limits.scripts import CHECKS, RELEASE, RENEW, SETTLE, pipelined
 from gateway.outcome import Outcome
 from gateway.stores.resp import RespClient
@@ -85,7 +84,7 @@ class RateLimiter:
             try:
                 results = self._redis_checks(client, checks, member)
             except (redis.RedisError, OSError) as e:
-                self._redis_failed(e)
+                self._redis_failed(e, checks, member)
             else:
                 admission = Admission(checks, results, False, member)
                 if not admission.admitted and len(checks) > 1:
@@ -116,17 +115,38 @@ class RateLimiter:
             argv += limit.argv(cost)
         return keys, argv
 
-    def _redis_failed(self, e: Exception) -> None:
-        self._redis_after = time.monotonic() + _RETRY_REDIS_S
-        now = time.monotonic()
-        if now - self._warned >= _WARN_EVERY_S:
-            self._warned = now
-            how = "each gateway process limits itself" if self._fail_open else "limited requests get 503"
+    def _redis_failed(self, e: Exception, checks: list[Check], member: str) -> None:
+        """Redis did not answer a check: it is left alone for a second, unless it did answer, with an
+        error about this request's keys (then only this request is checked in-process)."""
+        how = "each gateway process limits itself" if self._fail_open else "limited requests get 503"
+        if isinstance(e, redis.ResponseError):
             # NOTE: the type only: redis's messages name its host and port.
-            log.warning("rate limits: redis failed (%s); until it answers again %s", type(e).__name__, how)
+            self._warn("rate limits: redis refused a check (%s); this request %s", type(e).__name__,
+                       "is checked in-process" if self._fail_open else "gets 503")
+        else:
+            self._redis_after = time.monotonic() + _RETRY_REDIS_S
+            self._warn("rate limits: redis failed (%s); until it answers again %s", type(e).__name__, how)
+            if isinstance(e, redis.TimeoutError):
+                # The script may have run and taken a lease no one will renew or release: free it.
+                leases = [c.lease_key for c in checks if c.lease_key is not None]
+                if leases:
+                    gevent.spawn(self._release_quietly, leases, member)
         if not self._fail_open:
             raise ServiceUnavailableError("Rate limiting is unavailable") from None
         self._local_checked("redis_timeout" if isinstance(e, redis.TimeoutError) else "redis_error")
+
+    def _warn(self, message: str, *args: object) -> None:
+        """A warning at most every ten seconds: an outage must not flood the log."""
+        now = time.monotonic()
+        if now - self._warned >= _WARN_EVERY_S:
+            self._warned = now
+            log.warning(message, *args)
+
+    def _release_quietly(self, lease_keys: list[str], member: str) -> None:
+        try:
+            pipelined(self._client, [(RELEASE, key, member) for key in lease_keys])
+        except (redis.RedisError, OSError):
+            pass  # it expires with its TTL
 
     def _local_admit(self, checks: list[Check], member: str) -> Admission:
         results = [self._local.check(check, member) for check in checks]
@@ -150,7 +170,7 @@ class RateLimiter:
 
     def finish(self, admission: Admission, outcome: Outcome) -> None:
         """Settle the token and cost reservations to the request's real use, and release its leases."""
-        used_tokens, used_cost = _used(outcome)
+        used_tokens, used_cost = used(outcome)
         items, releases = [], []
         for check, result in zip(admission.checks, admission.results, strict=True):
             deltas = []
@@ -198,7 +218,7 @@ class RateLimiter:
             pipelined(self._client, commands)
         except (redis.RedisError, OSError) as e:
             # The windows move on; a lease not released expires with its TTL.
-            log.warning("rate limits: could not settle a request in redis (%s)", type(e).__name__)
+            self._warn("rate limits: could not settle a request in redis (%s)", type(e).__name__)
 
     # -- leases ------------------------------------------------------------------------------------
 
@@ -218,7 +238,7 @@ class RateLimiter:
             try:
                 pipelined(self._client, commands)
             except (redis.RedisError, OSError) as e:
-                log.warning("rate limits: could not renew concurrency leases (%s)", type(e).__name__)
+                self._warn("rate limits: could not renew concurrency leases (%s)", type(e).__name__)
 
     def close(self) -> None:
         if self._renewer is not None:
@@ -231,14 +251,3 @@ def _by_tag(items: list[tuple]) -> list[list[tuple]]:
         key = item[0]
         groups.setdefault(key[: key.index("}") + 1], []).append(item)
     return list(groups.values())
-
-
-def _used(outcome: Outcome) -> tuple[int, float | None]:
-    """The tokens a request used (a stream cut short: what was delivered) and its cost, if known."""
-    usage = outcome.usage
-    if usage is not None:
-        return (usage.input_tokens or 0) + (usage.output_tokens or 0), outcome.cost
-    if outcome.first_byte is not None or any(a.result == "ok" for a in outcome.attempts):
-        # No usage report (e.g. a stream cut short): the prompt and what reached the client, four bytes a token.
-        return outcome.bytes_in // 4 + math.ceil(outcome.bytes_out / 4), None
-    return 0, 0.0  # no provider answered: nothing was used

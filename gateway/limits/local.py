@@ -164,9 +164,13 @@ class LocalLimiter:
                 elif entry is not None and entry[1] == wid + 1:
                     entry[3] += delta
             else:
-                level = (entry[1] if entry is not None else limit.capacity) - delta
-                ts = entry[2] if entry is not None else now
-                full = max(1, math.ceil((limit.capacity - level) * limit.window_ms / limit.refill))
+                cap, step = limit.capacity, limit.step_ms
+                level, ts = (entry[1], entry[2]) if entry is not None else (cap, now)
+                level = min(cap, level - delta)  # a refund never fills a bucket past its size
+                full = 0
+                if level < cap:
+                    full = (ts + math.ceil((cap - level) / limit.refill) * step - now if step > 0
+                            else math.ceil((cap - level) * limit.window_ms / limit.refill))
                 self._put(key, now + full + 1000, level, ts)
 
     def release(self, lease_key: str, member: str) -> None:

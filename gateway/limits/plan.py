@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 from collections.abc import Mapping
 
 from gateway.config.limits import EACH, TOTAL
 from gateway.config.schema import RateLimitingConfig, RateLimitRule, RateLimits, RateLimitSettings
+from gateway.outcome import Outcome
 
-__all__ = ["Check", "Limit", "ModelPlan", "model_plan", "rule_checks", "scope_of", "token_estimate"]
+__all__ = ["Check", "Limit", "ModelPlan", "model_plan", "rule_checks", "scope_of", "token_estimate", "used"]
 
 #: Admission asks for this much left of a token or cost limit (any at all): a request that would
 #: cross it is still admitted, and the next one waits for the window to move.
@@ -98,7 +100,9 @@ class Check:
         self.short = short
         self.keys = [f"rl:{{{tag}}}:{short}:{limit.suffix}" for limit in limits]
         self.limits = limits
-        self.costs = costs
+        # NOTE: no request reserves more than a whole limit (a max_tokens of 1e17 must not lock a
+        # bucket for ages); its settlement still moves the count to what it really used.
+        self.costs = [min(cost, limit.capacity) for cost, limit in zip(costs, limits, strict=True)]
         self.lease_max = lease_max
         self.lease_key = f"rl:{{{tag}}}:leases" if lease_max else None
 
@@ -120,6 +124,17 @@ def token_estimate(body: Mapping | None, bytes_in: int) -> int:
         if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0:
             estimate += cap
     return max(estimate, 1)
+
+
+def used(outcome: Outcome) -> tuple[int, float | None]:
+    """The tokens a request used (a stream cut short: what was delivered) and its cost, if known."""
+    usage = outcome.usage
+    if usage is not None:
+        return (usage.input_tokens or 0) + (usage.output_tokens or 0), outcome.cost
+    if outcome.first_byte is not None or any(a.result == "ok" for a in outcome.attempts):
+        # No usage report (e.g. a stream cut short): the prompt and what reached the client, four bytes a token.
+        return outcome.bytes_in // 4 + math.ceil(outcome.bytes_out / 4), None
+    return 0, 0.0  # no provider answered: nothing was used
 
 
 def _rule_scope(rule: RateLimitRule, tags: Mapping[str, str], api_key_id: str | None) -> str | None:

@@ -24,6 +24,7 @@ import gevent.event
 import redis
 import ujson
 
+from gateway.limits.plan import used
 from gateway.limits.scripts import Script, pipelined
 from gateway.outcome import Outcome
 from gateway.stores.resp import RespClient
@@ -136,17 +137,18 @@ class UsageConsumer:
     def finished(self, outcome: Outcome) -> None:
         ctx = outcome.context
         user_id = getattr(ctx, "user_id", None)
-        usage = outcome.usage
-        if not user_id or usage is None or not self._table.has(user_id):
+        if not user_id or not self._table.has(user_id):
             return
-        tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0)
-        cost = outcome.cost or 0.0
+        tokens, cost = used(outcome)
         if not tokens and not cost:
             return
+        self._add(user_id, tokens, cost or 0.0)
+        self._wake.set()
+
+    def _add(self, user_id: str, tokens: float, cost: float) -> None:
         pending = self._pending.setdefault(user_id, [0, 0.0])
         pending[0] += tokens
         pending[1] += cost
-        self._wake.set()
 
     def _run(self) -> None:
         delay = _BACKOFF_MIN_S
@@ -170,23 +172,33 @@ class UsageConsumer:
         commands = [_CONSUME.args([PREFIX + user_id], [int(batch[user_id][0]), repr(float(batch[user_id][1])), now])
                     for user_id in users]
         try:
-            answers = pipelined(self._client, commands)
+            answers = pipelined(self._client, commands, raise_errors=False)
         except (redis.RedisError, OSError) as e:
+            # NOTE: at least once: a batch whose answer was lost after Redis ran it is sent again.
             for user_id, (tokens, cost) in batch.items():
-                pending = self._pending.setdefault(user_id, [0, 0.0])
-                pending[0] += tokens
-                pending[1] += cost
+                self._add(user_id, tokens, cost)
             log.warning("usage quotas: redis could not take the usage of %d users (%s); kept to send again",
                         len(batch), type(e).__name__)
             return False
+        except BaseException:
+            # Stopped mid-send (the worker is shutting down): what was not sent is kept for close().
+            for user_id, (tokens, cost) in batch.items():
+                self._add(user_id, tokens, cost)
+            raise
+        refused = 0
         for user_id, answer in zip(users, answers, strict=True):
-            if answer:
+            if isinstance(answer, Exception):
+                refused += 1  # e.g. a value that is not budapp's JSON: kept, and tried again
+                self._add(user_id, *batch[user_id])
+            elif answer:
                 self._table.put(user_id, answer)
-        return True
+        if refused:
+            log.warning("usage quotas: redis refused the usage of %d users; kept to send again", refused)
+        return not refused
 
     def close(self, timeout: float) -> None:
         """Send what is pending (within ``timeout``), then stop."""
-        self._greenlet.kill(block=False)
+        self._greenlet.kill(block=True, timeout=timeout)
         with gevent.Timeout(timeout, False):
             self._send()
         if self._pending:

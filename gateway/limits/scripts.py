@@ -47,6 +47,12 @@ local st = {}
 local function arg(i, k) return tonumber(ARGV[3 + (i - 1) * 6 + k]) end
 """
 
+# A key's TTL: whole milliseconds, at least 1 s more than its state matters, at most a year (a
+# larger number would be written as 1e+17, which PEXPIRE refuses).
+_TTL = """
+local function ttl_ms(ms) return math.floor(math.min(math.max(ms, 0), 31536000000)) + 1000 end
+"""
+
 _EPILOGUE = """
 local out = {1, 0, 0, lease_left}
 if deny >= 0 then
@@ -80,7 +86,7 @@ local function report(out, i, apply)
   if apply then
     used = used + s[4]
     redis.call('HSET', s[1], 'c', used, 's', s[6])
-    redis.call('PEXPIRE', s[1], math.max(1, s[6] + s[3] - now))
+    redis.call('PEXPIRE', s[1], ttl_ms(s[6] + s[3] - now))
   end
   out[#out + 1] = math.max(0, math.floor(s[2] - used))
   out[#out + 1] = s[6] + s[3] - now
@@ -120,7 +126,7 @@ local function report(out, i, apply)
   if apply then
     weighted = weighted + s[4]
     redis.call('HSET', s[1], 'w', s[5], 'c', s[6] + s[4], 'p', s[7])
-    redis.call('PEXPIRE', s[1], 2 * s[3])
+    redis.call('PEXPIRE', s[1], ttl_ms(2 * s[3]))
   end
   out[#out + 1] = math.max(0, math.floor(s[2] - weighted))
   out[#out + 1] = s[3] - s[9]
@@ -160,7 +166,7 @@ local function report(out, i, apply)
     level = level - s[4]
     full = refill_wait(s, level, s[2])
     redis.call('HSET', s[1], 'l', level, 't', s[6])
-    redis.call('PEXPIRE', s[1], math.max(1, full) + 1000)
+    redis.call('PEXPIRE', s[1], ttl_ms(full))
   end
   out[#out + 1] = math.max(0, math.floor(level))
   out[#out + 1] = full
@@ -170,7 +176,7 @@ end
 
 # KEYS: one per item; ARGV per item: kind (f|s|b), delta, window id, capacity, window ms, refill, step ms.
 # Moves a reservation to what was really used, in the window it was made in (gone windows: nothing).
-SETTLE_SOURCE = """
+SETTLE_SOURCE = _TTL + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for i = 1, #KEYS do
@@ -183,16 +189,20 @@ for i = 1, #KEYS do
     if w == id then redis.call('HINCRBYFLOAT', key, 'c', delta)
     elseif w == id + 1 then redis.call('HINCRBYFLOAT', key, 'p', delta) end
   else
-    local cap, window, refill = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
-    local level = tonumber(redis.call('HGET', key, 'l'))
-    if level then
-      level = level - delta
-      redis.call('HSET', key, 'l', level)
-    else
-      level = cap - delta
-      redis.call('HSET', key, 'l', level, 't', now)
+    local cap, window, refill, step = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]),
+      tonumber(ARGV[b + 7])
+    local v = redis.call('HMGET', key, 'l', 't')
+    local level, ts = tonumber(v[1]), tonumber(v[2])
+    if not level or not ts then level = cap; ts = now end
+    -- A refund never fills a bucket past its size.
+    level = math.min(cap, level - delta)
+    redis.call('HSET', key, 'l', level, 't', ts)
+    local full = 0
+    if level < cap then
+      if step > 0 then full = ts + math.ceil((cap - level) / refill) * step - now
+      else full = math.ceil((cap - level) * window / refill) end
     end
-    redis.call('PEXPIRE', key, math.max(1, math.ceil((cap - level) * window / refill)) + 1000)
+    redis.call('PEXPIRE', key, ttl_ms(full))
   end
 end
 return 1
@@ -239,9 +249,10 @@ class Script:
             return client.execute(*self.args(keys, argv))
 
 
-def pipelined(client: RespClient, commands: list[tuple]) -> list:
+def pipelined(client: RespClient, commands: list[tuple], *, raise_errors: bool = True) -> list:
     """Send ``commands`` in one round trip. Scripts Redis has forgotten are loaded and the commands
-    that met NOSCRIPT sent again (NOSCRIPT means the script did not run); an error answer is raised."""
+    that met NOSCRIPT sent again (NOSCRIPT means the script did not run); an error answer is raised,
+    or with ``raise_errors=False`` left in its place."""
     answers = client.pipeline(commands)
     again = [i for i, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
     if again:
@@ -249,17 +260,18 @@ def pipelined(client: RespClient, commands: list[tuple]) -> list:
             _BY_SHA[sha].load(client)
         for i, answer in zip(again, client.pipeline([commands[i] for i in again]), strict=True):
             answers[i] = answer
-    for answer in answers:
-        if isinstance(answer, Exception):
-            raise answer
+    if raise_errors:
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
     return answers
 
 
 #: The check script of each algorithm.
 CHECKS = {
-    "fixed_window": Script("fixed_window", _PROLOGUE + _FIXED + _EPILOGUE),
-    "sliding_window": Script("sliding_window", _PROLOGUE + _SLIDING + _EPILOGUE),
-    "token_bucket": Script("token_bucket", _PROLOGUE + _BUCKET + _EPILOGUE),
+    "fixed_window": Script("fixed_window", _PROLOGUE + _TTL + _FIXED + _EPILOGUE),
+    "sliding_window": Script("sliding_window", _PROLOGUE + _TTL + _SLIDING + _EPILOGUE),
+    "token_bucket": Script("token_bucket", _PROLOGUE + _TTL + _BUCKET + _EPILOGUE),
 }
 SETTLE = Script("settle", SETTLE_SOURCE)
 RENEW = Script("renew", RENEW_SOURCE)

@@ -4,8 +4,9 @@ The rate limiter makes a Redis round trip for every limited request, and redis-p
 machinery (its pool, retry wrapper and parser) costs about twice the round trip itself; this client
 does only what the limiter needs, with the same exceptions as redis-py (``redis.ConnectionError``,
 ``redis.TimeoutError``, ``redis.ResponseError``, ``NoScriptError``), so callers catch one family.
-Every socket is gevent's (after monkey-patching) and times out after ``timeout_s``; a connection
-that failed or timed out is closed, never reused.
+Every socket is gevent's (after monkey-patching); a whole call takes at most ``timeout_s``; a
+connection that failed or timed out is closed, never reused, and a pooled one Redis has closed is
+replaced without failing the call.
 """
 
 from __future__ import annotations
@@ -103,9 +104,9 @@ class RespClient:
 
     def __init__(self, url: str, max_connections: int, timeout_s: float) -> None:
         params = parse_url(url)
-        if "path" in params:
-            raise ValueError("unix socket URLs are not supported by the rate limiter's client")
-        self._address = (params.get("host", "localhost"), int(params.get("port", 6379)))
+        #: A unix socket's path, or (host, port).
+        self._address = params["path"] if "path" in params else (params.get("host", "localhost"),
+                                                                 int(params.get("port", 6379)))
         self._tls = params.get("connection_class") is SSLConnection
         self._hello = []
         if params.get("password"):
@@ -118,53 +119,85 @@ class RespClient:
         self._slots = gevent.lock.BoundedSemaphore(max_connections)
 
     def _connect(self) -> _Connection:
-        try:
+        """A new connection, set up (AUTH, SELECT); socket errors are left to the caller to map."""
+        if isinstance(self._address, str):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self._timeout)
+            try:
+                sock.connect(self._address)
+            except BaseException:
+                sock.close()
+                raise
+        else:
             sock = socket.create_connection(self._address, timeout=self._timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._tls:
                 sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self._address[0])
-        except TimeoutError as e:
-            raise redis.TimeoutError("connecting to Redis timed out") from e
-        except OSError as e:
-            raise redis.ConnectionError(f"cannot connect to Redis ({type(e).__name__})") from e
         conn = _Connection(sock)
-        if self._hello:
-            conn.send(_pack(self._hello))
-            for _ in self._hello:
-                answer = conn.reply()
-                if isinstance(answer, Exception):
-                    conn.close()
-                    raise redis.ConnectionError(f"Redis refused the connection's setup: {answer}")
+        try:
+            if self._hello:
+                conn.send(_pack(self._hello))
+                for _ in self._hello:
+                    answer = conn.reply()
+                    if isinstance(answer, Exception):
+                        raise redis.ConnectionError(f"Redis refused the connection's setup: {answer}")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def pipeline(self, commands: Sequence[Sequence]) -> list:
-        """Send ``commands`` in one round trip; each answer, an error answer as a ``ResponseError``."""
-        if not self._slots.acquire(timeout=self._timeout):
-            raise redis.ConnectionError("no Redis connection free in time")
+        """Send ``commands`` in one round trip; each answer, an error answer as a ``ResponseError``.
+
+        The whole call, a wait for a free connection included, takes at most ``timeout_s``."""
+        payload = _pack(commands)
         conn = None
+        timer = gevent.Timeout(self._timeout)
+        timer.start()
+        acquired = False
         try:
-            conn = self._idle.pop() if self._idle else self._connect()
-            conn.send(_pack(commands))
-            answers = [conn.reply() for _ in commands]
-        except TimeoutError as e:
+            self._slots.acquire()
+            acquired = True
+            while self._idle:
+                # A pooled connection Redis has closed (a restart, its idle timeout) fails before any
+                # answer: the next one is tried, then a new one.
+                conn = self._idle.pop()
+                try:
+                    conn.send(payload)
+                    return self._answers(conn, commands)
+                except (OSError, redis.ConnectionError):
+                    conn.close()
+                    conn = None
+            conn = self._connect()
+            conn.send(payload)
+            return self._answers(conn, commands)
+        except gevent.Timeout as e:
+            if e is not timer:
+                raise
+            if conn is not None:
+                conn.close()
+            raise redis.TimeoutError("Redis did not answer in time") from None
+        except TimeoutError as e:  # a socket's own timeout
             if conn is not None:
                 conn.close()
             raise redis.TimeoutError("Redis did not answer in time") from e
-        except (OSError, redis.ConnectionError, ValueError) as e:
+        except (OSError, ValueError) as e:
             if conn is not None:
                 conn.close()
-            if isinstance(e, redis.ConnectionError):
-                raise
             raise redis.ConnectionError(f"Redis connection failed ({type(e).__name__})") from e
         except BaseException:
             # A greenlet killed mid-answer (its client left): the connection's state is unknown.
             if conn is not None:
                 conn.close()
             raise
-        else:
-            self._idle.append(conn)
         finally:
-            self._slots.release()
+            timer.close()
+            if acquired:
+                self._slots.release()
+
+    def _answers(self, conn: _Connection, commands: Sequence[Sequence]) -> list:
+        answers = [conn.reply() for _ in commands]
+        self._idle.append(conn)
         return answers
 
     def execute(self, *command):

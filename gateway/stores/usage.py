@@ -1,6 +1,6 @@
 """The usage quotas' mirror: ``usage_limit:{user_id}`` into the ``limits.quotas.UsageTable``, and
-``usage_limit_clear:{user_id}`` (budapp sets it at a billing-cycle reset) dropping the user's entry
-before it is deleted."""
+``usage_limit_clear:{user_id}`` (budapp sets it at a billing-cycle reset) dropping the user's cached
+entry for the one in Redis before it is deleted."""
 
 from __future__ import annotations
 
@@ -43,7 +43,12 @@ class UsageMirror(Mirror):
             self._table.put(user_id, raw)
 
     def _clear(self, client: redis.Redis, name: str) -> None:
+        """Drop the user's cached entry, take the one in Redis now (budapp writes the new cycle's entry
+        before the clear key), and delete the clear key."""
         user_id = name[len(CLEAR_PREFIX):]
         self._table.remove(user_id)
+        raw = client.get(PREFIX + user_id)
+        if raw is not None:
+            self._table.put(user_id, raw)
         client.delete(name)
         log.info("usage quota of user %s cleared (a new billing cycle)", user_id)

@@ -246,6 +246,14 @@ class TestLocalLimiter:
         limiter.settle([(c.keys[0], "f", -150, first[6], tokens)])  # both used 5 instead of 80
         assert limiter.check(c, "d")[0] == 1
 
+    def test_a_refund_never_fills_a_bucket_past_its_size(self, clock):
+        limiter = LocalLimiter()
+        daily = Limit("tokens", 86_400, 1000, 1000, 86_400)
+        c = Check("token_bucket", "tz", "r=d|1", (daily,), [400])
+        limiter.check(c, "a")
+        limiter.settle([(c.keys[0], "b", -900, 0, daily)])
+        assert limiter.check(c, "b")[4] == 600, "1000 at most, less the 400 just reserved"
+
     def test_leases(self, clock):
         limiter = LocalLimiter()
         c = check("fixed_window", Limit("requests", 60, 100), lease_max=2)

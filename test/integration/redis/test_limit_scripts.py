@@ -1,9 +1,15 @@
 """The Lua scripts in a real Redis against the in-process limiter: the same answers to the same
-requests, every key of a check in one Cluster slot, and scripts Redis has forgotten loaded again."""
+requests, every key of a check in one Cluster slot, scripts Redis has forgotten loaded again, the
+edges of settling a bucket; and the limiter's own Redis client across a restart and a hung server."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import pytest
+import redis
 from redis.crc import key_slot
 
 from gateway.limits.limiter import RateLimiter
@@ -75,3 +81,50 @@ def test_forgotten_scripts_are_loaded_again(client):
     refused = limiter.admit([c, two], "c")
     assert not refused.admitted
     assert limiter.admit([two], "d").admitted, "the refused request gave back what the other check took"
+
+
+def test_a_huge_estimate_neither_locks_a_bucket_nor_fails_the_script(client):
+    tokens = Limit("tokens", 60, 100_000)
+    c = Check("token_bucket", "tb", "m=huge|k:1", (tokens,), [2 * 10**17])
+    assert c.costs == [100_000], "no request reserves more than the whole limit"
+    first = run(client, c, "a")
+    assert first[0] == 1
+    assert 0 < client.execute("PTTL", c.keys[0]) <= 61_000
+    SETTLE(client, [c.keys[0]], ["b", 10 - 100_000, 0, 100_000, tokens.window_ms, tokens.refill, 0])
+    c.costs = [10]
+    assert run(client, c, "b")[0] == 1, "settled to the 10 tokens it used"
+
+
+def test_a_refund_never_fills_a_bucket_past_its_size(client):
+    daily = Limit("tokens", 86_400, 1000, 1000, 86_400)  # a TensorZero rule: refilled once a day
+    c = Check("token_bucket", "tz", "r=d|1", (daily,), [400])
+    run(client, c, "a")
+    SETTLE(client, [c.keys[0]], ["b", -900, 0, 1000, daily.window_ms, daily.refill, daily.step_ms])
+    level = float(client.execute("HGET", c.keys[0], "l"))
+    assert level == 1000
+
+
+def test_a_stepped_bucket_keeps_its_state_until_its_next_refill(client):
+    daily = Limit("tokens", 86_400, 1000, 1000, 86_400)
+    c = Check("token_bucket", "tz", "r=d|2", (daily,), [400])
+    run(client, c, "a")
+    SETTLE(client, [c.keys[0]], ["b", 1, 0, 1000, daily.window_ms, daily.refill, daily.step_ms])
+    assert client.execute("PTTL", c.keys[0]) > 86_000_000, "kept until the day's refill, not 40% of it"
+
+
+def test_the_client_survives_a_redis_restart_and_never_waits_past_its_timeout(redis_factory):
+    server = redis_factory()
+    client = RespClient(server.url(), 2, 0.3)
+    assert client.execute("PING") == b"PONG"
+    server.stop()
+    server.start()
+    assert client.execute("PING") == b"PONG", "a pooled connection the restart closed is replaced"
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(redis.TimeoutError):
+            client.execute("PING")
+        assert time.monotonic() - started < 3.0, "bounded by the client's timeout (0.3 s), not hung"
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    client.close()

@@ -289,13 +289,17 @@ class TestConsumption:
 
 
 class TestClear:
-    def test_clear_key_lets_the_user_through_and_is_deleted(self, gws, users, redis_client):
+    def test_a_cycle_reset_lets_the_user_through_and_its_clear_key_is_deleted(self, gws, users, redis_client):
+        """budapp's reset: the new cycle's entry first, then the clear key."""
         user = users.cleared
         assert [_chat(gw, user).status for gw in gws] == [402, 402]
-        redis_client.set(CLEAR_PREFIX + user.id, "1")
+        _put_entry(redis_client, user, usage_entry(user.id, tokens_quota=10, tokens_used=0))
+        redis_client.set(CLEAR_PREFIX + user.id, "1", ex=10)
         for gw in gws:
             _within(CHANGE_VISIBLE_S, lambda gw=gw: _chat(gw, user).status == 200)
         _within(CHANGE_VISIBLE_S, lambda: not redis_client.exists(CLEAR_PREFIX + user.id))
+        # The new cycle's entry is still metered after the clear.
+        _within(CHANGE_VISIBLE_S, lambda: _entry(redis_client, user)["tokens_used"] > 0)
 
 
 @pytest.fixture(scope="module")
