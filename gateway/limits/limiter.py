@@ -20,7 +20,7 @@ from gateway.limits.local import LocalLimiter
 from gateway.limits.plan import Check, used
 from gateway.limits.scripts import CHECKS, RELEASE, RENEW, SETTLE, pipelined
 from gateway.outcome import Outcome
-from gateway.stores.resp import RespClient
+from gateway.stores.resp import OneWay, RespClient
 
 __all__ = ["Admission", "RateLimiter"]
 
@@ -64,6 +64,8 @@ class RateLimiter:
         #: Leases held in Redis by requests of this process: member -> lease set, renewed until released.
         self._held: dict[str, str] = {}
         self._renewer: gevent.Greenlet | None = None
+        #: Settlements and releases: sent before the request's answer goes out, answers read apart.
+        self._oneway = None if client is None else OneWay(client)
 
     def load_scripts(self) -> None:
         """SCRIPT LOAD every script (at start; a failure here is retried on first use)."""
@@ -164,7 +166,7 @@ class RateLimiter:
             items += self._settle_items(check, result, [-cost for cost in check.costs])
             if check.lease_key is not None:
                 releases.append(check.lease_key)
-        self._apply(admission, items, releases)
+        self._apply(admission, items, releases, wait=True)
 
     # -- the end of a request ----------------------------------------------------------------------
 
@@ -194,7 +196,9 @@ class RateLimiter:
                 items.append((key, kind, delta, result[6 + 3 * i], limit))
         return items
 
-    def _apply(self, admission: Admission, items: list[tuple], releases: list[str]) -> None:
+    def _apply(self, admission: Admission, items: list[tuple], releases: list[str], *, wait: bool = False) -> None:
+        """Settle ``items`` and release ``releases``: in Redis, written (not waited for) before the
+        request's answer leaves; ``wait``: and answered, for an undo the next check must see."""
         if not items and not releases:
             return
         member = admission.member
@@ -212,10 +216,14 @@ class RateLimiter:
             for key, kind, delta, wid, limit in tag_items:
                 keys.append(key)
                 argv += [kind, delta, wid, limit.capacity, limit.window_ms, limit.refill, limit.step_ms]
-            commands.append(SETTLE.args(keys, argv))
+            # NOTE: the one-way connection gets no replies, so no NOSCRIPT either: the script goes whole.
+            commands.append(SETTLE.args(keys, argv) if wait else ("EVAL", SETTLE.source, len(keys), *keys, *argv))
         commands += [(RELEASE, lease_key, member) for lease_key in releases]
         try:
-            pipelined(self._client, commands)
+            if wait:
+                pipelined(self._client, commands)
+            else:
+                self._oneway.send(commands)
         except (redis.RedisError, OSError) as e:
             # The windows move on; a lease not released expires with its TTL.
             self._warn("rate limits: could not settle a request in redis (%s)", type(e).__name__)
@@ -243,6 +251,8 @@ class RateLimiter:
     def close(self) -> None:
         if self._renewer is not None:
             self._renewer.kill(block=False)
+        if self._oneway is not None:
+            self._oneway.close()
 
 
 def _by_tag(items: list[tuple]) -> list[list[tuple]]:

@@ -20,9 +20,11 @@ import redis
 from redis.connection import SSLConnection, parse_url
 from redis.exceptions import NoScriptError
 
-__all__ = ["RespClient"]
+__all__ = ["OneWay", "RespClient"]
 
 _CRLF = b"\r\n"
+#: How long a write on the one-way connection may wait before it is given up.
+_ONE_WAY_TIMEOUT_S = 2.0
 
 
 class _Connection:
@@ -114,11 +116,11 @@ class RespClient:
             self._hello.append(("AUTH", user, params["password"]) if user else ("AUTH", params["password"]))
         if params.get("db"):
             self._hello.append(("SELECT", params["db"]))
-        self._timeout = timeout_s
+        self._timeout = self.timeout_s = timeout_s
         self._idle: list[_Connection] = []
         self._slots = gevent.lock.BoundedSemaphore(max_connections)
 
-    def _connect(self) -> _Connection:
+    def connect(self) -> _Connection:
         """A new connection, set up (AUTH, SELECT); socket errors are left to the caller to map."""
         if isinstance(self._address, str):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -168,7 +170,7 @@ class RespClient:
                 except (OSError, redis.ConnectionError):
                     conn.close()
                     conn = None
-            conn = self._connect()
+            conn = self.connect()
             conn.send(payload)
             return self._answers(conn, commands)
         except gevent.Timeout as e:
@@ -210,3 +212,37 @@ class RespClient:
     def close(self) -> None:
         while self._idle:
             self._idle.pop().close()
+
+
+class OneWay:
+    """Commands whose answers no one needs (settlements, lease releases), written at once, in order,
+    on a connection of their own with ``CLIENT REPLY OFF``: no reply is sent, so none is waited for
+    or read. They are written before the request's answer leaves, so a client's next request,
+    through any gateway, reaches Redis well after them. Scripts go as EVAL (there is no reply to
+    say NOSCRIPT). A write that fails drops the connection; the next write opens a new one."""
+
+    def __init__(self, client: RespClient) -> None:
+        self._client = client
+        self._conn: _Connection | None = None
+        self._lock = gevent.lock.Semaphore()
+
+    def send(self, commands: Sequence[Sequence]) -> None:
+        """Write ``commands``; raise ``redis.ConnectionError`` when that fails (they are then lost)."""
+        payload = _pack(commands)
+        with self._lock:
+            try:
+                if self._conn is None:
+                    with gevent.Timeout(self._client.timeout_s, redis.TimeoutError("connecting to Redis timed out")):
+                        conn = self._client.connect()
+                    conn.sock.settimeout(_ONE_WAY_TIMEOUT_S)
+                    conn.send(_pack([("CLIENT", "REPLY", "OFF")]))
+                    self._conn = conn
+                self._conn.send(payload)
+            except (OSError, redis.RedisError) as e:
+                self.close()
+                raise redis.ConnectionError(f"Redis connection failed ({type(e).__name__})") from e
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None

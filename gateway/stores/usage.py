@@ -46,9 +46,11 @@ class UsageMirror(Mirror):
         """Drop the user's cached entry, take the one in Redis now (budapp writes the new cycle's entry
         before the clear key), and delete the clear key."""
         user_id = name[len(CLEAR_PREFIX):]
-        self._table.remove(user_id)
+        # NOTE: read first, then swap: no moment in which the user has no entry (and goes unmetered).
         raw = client.get(PREFIX + user_id)
-        if raw is not None:
+        if raw is None:
+            self._table.remove(user_id)
+        else:
             self._table.put(user_id, raw)
         client.delete(name)
         log.info("usage quota of user %s cleared (a new billing cycle)", user_id)

@@ -293,7 +293,7 @@ class TestClear:
         """budapp's reset: the new cycle's entry first, then the clear key."""
         user = users.cleared
         assert [_chat(gw, user).status for gw in gws] == [402, 402]
-        _put_entry(redis_client, user, usage_entry(user.id, tokens_quota=10, tokens_used=0))
+        _put_entry(redis_client, user, usage_entry(user.id, tokens_quota=1000, tokens_used=0))
         redis_client.set(CLEAR_PREFIX + user.id, "1", ex=10)
         for gw in gws:
             _within(CHANGE_VISIBLE_S, lambda gw=gw: _chat(gw, user).status == 200)
