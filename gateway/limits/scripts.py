@@ -45,6 +45,7 @@ local n = #KEYS - first + 1
 local deny = -1
 local st = {}
 local function arg(i, k) return tonumber(ARGV[3 + (i - 1) * 6 + k]) end
+local function limit(i) return KEYS[first + i - 1], arg(i, 1), arg(i, 2), arg(i, 3), arg(i, 4) end
 """
 
 # A key's TTL: whole milliseconds, at least 1 s more than its state matters, at most a year (a
@@ -72,8 +73,7 @@ return out
 # A window of `window` ms opened by its first use: hash {c = used, s = start ms}.
 _FIXED = """
 for i = 1, n do
-  local key = KEYS[first + i - 1]
-  local cap, window, cost, need = arg(i, 1), arg(i, 2), arg(i, 3), arg(i, 4)
+  local key, cap, window, cost, need = limit(i)
   local v = redis.call('HMGET', key, 'c', 's')
   local used, start = tonumber(v[1]), tonumber(v[2])
   if not used or not start or now >= start + window then used = 0; start = now end
@@ -98,8 +98,7 @@ end
 # `window` ms: hash {w = window index, c = its count, p = the previous window's count}.
 _SLIDING = """
 for i = 1, n do
-  local key = KEYS[first + i - 1]
-  local cap, window, cost, need = arg(i, 1), arg(i, 2), arg(i, 3), arg(i, 4)
+  local key, cap, window, cost, need = limit(i)
   local v = redis.call('HMGET', key, 'w', 'c', 'p')
   local idx = math.floor(now / window)
   local w, c, p = tonumber(v[1]), tonumber(v[2]) or 0, tonumber(v[3]) or 0
@@ -143,8 +142,8 @@ local function refill_wait(s, level, want)
   return math.ceil((want - level) * s[3] / s[5])
 end
 for i = 1, n do
-  local key = KEYS[first + i - 1]
-  local cap, window, cost, need, refill, step = arg(i, 1), arg(i, 2), arg(i, 3), arg(i, 4), arg(i, 5), arg(i, 6)
+  local key, cap, window, cost, need = limit(i)
+  local refill, step = arg(i, 5), arg(i, 6)
   local v = redis.call('HMGET', key, 'l', 't')
   local level, ts = tonumber(v[1]), tonumber(v[2])
   if not level or not ts then
