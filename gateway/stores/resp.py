@@ -214,6 +214,22 @@ class RespClient:
             self._idle.pop().close()
 
 
+def _open(sock: socket.socket) -> bool:
+    """Whether a connection Redis never writes to (replies off) is still open: anything readable on it
+    is its end."""
+    timeout = sock.gettimeout()
+    sock.settimeout(0.0)
+    try:
+        sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.settimeout(timeout)
+    return False
+
+
 class OneWay:
     """Commands whose answers no one needs (settlements, lease releases), written at once, in order,
     on a connection of their own with ``CLIENT REPLY OFF``: no reply is sent, so none is waited for
@@ -231,6 +247,8 @@ class OneWay:
         payload = _pack(commands)
         with self._lock:
             try:
+                if self._conn is not None and not _open(self._conn.sock):
+                    self.close()  # Redis closed it (a restart): what is written now must not be lost
                 if self._conn is None:
                     with gevent.Timeout(self._client.timeout_s, redis.TimeoutError("connecting to Redis timed out")):
                         conn = self._client.connect()

@@ -12,10 +12,13 @@ import pytest
 import redis
 from redis.crc import key_slot
 
+from .polling import wait_until
+
 from gateway.limits.limiter import RateLimiter
 from gateway.limits.local import LocalLimiter
 from gateway.limits.plan import Check, Limit
 from gateway.limits.scripts import CHECKS, SETTLE
+from gateway.outcome import Outcome, Usage
 from gateway.stores.resp import RespClient
 
 ALGORITHMS = ("fixed_window", "sliding_window", "token_bucket")
@@ -127,4 +130,26 @@ def test_the_client_survives_a_redis_restart_and_never_waits_past_its_timeout(re
         assert time.monotonic() - started < 3.0, "bounded by the client's timeout (0.3 s), not hung"
     finally:
         os.kill(server.proc.pid, signal.SIGCONT)
+    client.close()
+
+
+def test_settlements_after_a_redis_restart_are_not_lost(redis_factory):
+    server = redis_factory()
+    client = RespClient(server.url(), 2, 2.0)
+    limiter = RateLimiter(client, fail_open=False, lease_ttl_s=30)
+    tokens = Limit("tokens", 3600, 1000)
+
+    def settled_count(member: str) -> float:
+        c = Check("fixed_window", "fw", "m=restart|k:1", (tokens,), [500])
+        admission = limiter.admit([c], member)
+        outcome = Outcome(member, 0.0, 0.0)
+        outcome.usage = Usage(10, 0)
+        limiter.finish(admission, outcome)
+        return wait_until(lambda: float(client.execute("HGET", c.keys[0], "c")) < 500, 2.0)
+
+    assert settled_count("before")
+    server.stop()
+    server.start()
+    limiter.load_scripts()
+    assert settled_count("after"), "the one-way connection the restart closed was replaced"
     client.close()
