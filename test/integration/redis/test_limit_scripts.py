@@ -12,14 +12,14 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from .polling import wait_until
-
 from gateway.limits.limiter import RateLimiter
 from gateway.limits.local import LocalLimiter
 from gateway.limits.plan import Check, Limit
 from gateway.limits.scripts import CHECKS, SETTLE
 from gateway.outcome import Outcome, Usage
 from gateway.stores.resp import RespClient
+
+from .polling import wait_until
 
 ALGORITHMS = ("fixed_window", "sliding_window", "token_bucket")
 
