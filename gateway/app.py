@@ -13,14 +13,17 @@ from gateway.catalog import Catalog
 from gateway.config.loader import auth_enabled
 from gateway.config.schema import Config
 from gateway.errors import GatewayError, ProviderAnswerError, error_body
+from gateway.guard.blocking import BlockingRules
 from gateway.limits.limiter import RateLimiter
 from gateway.limits.overrides import RateLimitOverrides
 from gateway.limits.quotas import UsageConsumer, UsageTable
 from gateway.observe.clientip import ClientAddress
+from gateway.observe.geoip import GeoIP
 from gateway.observe.metrics import Metrics
 from gateway.observe.setup import Observers
 from gateway.observe.setup import build as build_observers
 from gateway.pipeline.auth import AuthStage
+from gateway.pipeline.blocking import BlockingStage
 from gateway.pipeline.context import ContextStage, GatewayRequest
 from gateway.pipeline.quota import QuotaStage
 from gateway.pipeline.ratelimit import RateLimitStage
@@ -32,6 +35,7 @@ from gateway.resources.health import Health, MetricsResource, Status
 from gateway.resources.messages import Messages
 from gateway.resources.models import Models
 from gateway.routing import Router
+from gateway.stores.blocking import BlockingMirror
 from gateway.stores.crypto import load_decryptor
 from gateway.stores.keys import KeyTable
 from gateway.stores.limits import RateLimitMirror
@@ -107,13 +111,22 @@ def create_app(
     elif settings.usage_limits.enabled:
         log.warning("gateway.usage_limits.enabled: there is no Redis (TENSORZERO_REDIS_URL) to read quotas from; "
                     "no quota applies")
+    fast = None
+    if redis_url:
+        # The request path's own client (short timeouts, no retries): rate limits and rate-based blocking.
+        fast = RespClient(redis_url, settings.redis_max_connections, settings.rate_limits.redis_timeout_ms / 1000)
+    limiter, closers = _limiter(config, fast, metrics)
+    blocking = None
+    if settings.blocking.enabled:
+        blocking = BlockingRules(settings.blocking.rules, fast)
+        mirrors.append(BlockingMirror(blocking))
+        closers.append(lambda timeout: blocking.close())
     sync = None
     if redis_url:
         client = connect(redis_url, settings.redis_max_connections, settings.redis_timeout_s)
         sync = RedisSync(client, keys, catalog, credential_store, registry, load_decryptor(), settings.resync_interval_s,
                          mirrors)
         sync.start()
-    limiter, closers = _limiter(config, redis_url, metrics)
     hooks = []
     if usage_on:
         consumer = UsageConsumer(RespClient(redis_url, 8, settings.redis_timeout_s), usage)
@@ -125,9 +138,14 @@ def create_app(
     capture = observers.writer is not None and settings.observability.store_content
     stages = [ContextStage([*observers.hooks, *hooks], clients, capture=capture), *observers.stages,
               RecordStage(metrics.stream_opened)]
+    country = _country_of(settings.analytics.geoip_db_path) if blocking is not None else None
+    if blocking is not None:
+        stages.append(BlockingStage(blocking, endpoint=False, country=country, counted=metrics.blocking_matched))
     if auth_enabled(config, redis_url):
         stages.append(AuthStage(keys))
     stages.append(ResolveStage(catalog, settings.max_body_bytes))
+    if blocking is not None:
+        stages.append(BlockingStage(blocking, endpoint=True, country=country, counted=metrics.blocking_matched))
     if usage_on:
         stages.append(QuotaStage(usage, fail_open=settings.usage_limits.fail_open, denied=metrics.limit_denied))
     if settings.rate_limits.enabled or config.rate_limiting.enabled and config.rate_limiting.rules:
@@ -171,20 +189,25 @@ def create_app(
     return app
 
 
-def _limiter(config: Config, redis_url: str | None, metrics: Metrics) -> tuple[RateLimiter, list]:
-    """The rate limiter: on a Redis client of its own (``redis_timeout_ms``, no retries), or in-process."""
+def _limiter(config: Config, client: RespClient | None, metrics: Metrics) -> tuple[RateLimiter, list]:
+    """The rate limiter: on the request path's Redis client (``redis_timeout_ms``, no retries), or in-process."""
     settings = config.gateway.rate_limits
-    client = None
-    if redis_url:
-        client = RespClient(redis_url, config.gateway.redis_max_connections, settings.redis_timeout_ms / 1000)
-    elif settings.default_requests_per_minute or config.rate_limiting.rules or any(
-            m.rate_limits is not None for m in config.models.values()):
+    if client is None and (settings.default_requests_per_minute or config.rate_limiting.rules or any(
+            m.rate_limits is not None for m in config.models.values())):
         log.warning("rate limits: no Redis (TENSORZERO_REDIS_URL), so each gateway process limits itself "
                     "(a limit of N admits up to N per worker)")
     limiter = RateLimiter(client, fail_open=settings.fail_open, lease_ttl_s=settings.lease_ttl_s,
                           local_checked=metrics.rate_limit_checked_locally)
     limiter.load_scripts()
     return limiter, [lambda timeout: limiter.close()]
+
+
+def _country_of(geoip_db_path: str | None) -> Callable[[str], str | None]:
+    """The GeoIP country code of a client address (None without a database or for a private address)."""
+    if not geoip_db_path:
+        return lambda ip: None
+    lookup = GeoIP(geoip_db_path, None).lookup
+    return lambda ip: lookup(ip).country_code if ip else None
 
 
 def _respond(req: falcon.Request, resp: falcon.Response, status: int, body: bytes, error_type: str,

@@ -6,6 +6,7 @@ from providers.jsonio import dumps
 
 __all__ = [
     "AuthenticationError",
+    "BlockedError",
     "ClientClosedError",
     "ConcurrencyLimitError",
     "GatewayError",
@@ -137,3 +138,9 @@ class QuotaExceededError(GatewayError):
     """The user's usage quota (budapp's ``usage_limit:{user_id}``) is spent or not allowed."""
 
     status, type, code = 402, "insufficient_quota", "insufficient_quota"
+
+
+class BlockedError(GatewayError):
+    """A blocking rule refused the client (its reason in the message and in ``x-block-reason``)."""
+
+    status, type, code = 403, "permission_error", "blocked"

@@ -113,6 +113,7 @@ class Outcome:
         "is_blocked",
         "block_reason",
         "block_rule_id",
+        "blocks",
         "request_body",
         "response_body",
         "tags",
@@ -163,6 +164,8 @@ class Outcome:
         self.is_blocked = False
         self.block_reason: str | None = None
         self.block_rule_id: str | None = None
+        #: Every blocking rule the request matched, blocking or only logged: ``guard.rules.Match`` objects.
+        self.blocks: list | None = None
         #: The client's parsed body, and the answer as sent, for ``store_content``.
         self.request_body: Any = None
         self.response_body: bytes | None = None

@@ -10,7 +10,7 @@ from typing import Any
 import tomlkit
 from tomlkit.exceptions import ParseError
 
-from gateway.config import limits, observe
+from gateway.config import guard, limits, observe
 from gateway.config.checker import Checker, ConfigError, key_path
 from gateway.config.schema import (
     CAPABILITIES,
@@ -58,6 +58,7 @@ _GATEWAY_KEYS = {
     "redis",
     *observe.SECTION_KEYS,
     *limits.SECTION_KEYS,
+    *guard.SECTION_KEYS,
 }
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _GRANT_KEYS = {"endpoint_id", "model_id", "project_id", "prompt_id", "prompt_version_id", "version"}
@@ -189,6 +190,7 @@ def _gateway(c: Checker, data: Any) -> GatewaySettings:
         traces=observe.traces(c, d.get("export", {})),
         rate_limits=limits.rate_limit_settings(c, d.get("rate_limits", {})),
         usage_limits=limits.usage_limit_settings(c, d.get("usage_limits", {})),
+        blocking=guard.blocking(c, d.get("blocking", {})),
         auth_enabled=c.get(auth, "enabled", "gateway.authentication", (bool,), None),
         resync_interval_s=float(c.positive(auth, "resync_interval_s", "gateway.authentication", defaults.resync_interval_s)),
         redis_max_connections=max_connections,

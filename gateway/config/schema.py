@@ -13,6 +13,7 @@ __all__ = [
     "ALGORITHMS",
     "CAPABILITIES",
     "AnalyticsConfig",
+    "BlockingConfig",
     "Config",
     "GatewaySettings",
     "MetricsConfig",
@@ -210,6 +211,14 @@ class UsageLimitSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class BlockingConfig:
+    """[gateway.blocking]: blocking rules from Redis and from here (budapp's rule objects, checked)."""
+
+    enabled: bool = False
+    rules: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class GatewaySettings:
     host: str = "0.0.0.0"
     port: int = 3000
@@ -243,6 +252,7 @@ class GatewaySettings:
     traces: TracesConfig = TracesConfig()
     rate_limits: RateLimitSettings = RateLimitSettings()
     usage_limits: UsageLimitSettings = UsageLimitSettings()
+    blocking: BlockingConfig = BlockingConfig()
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,6 +98,8 @@ class Metrics:
         self.rate_limit_local = counter("budgateway_rate_limit_local_checks", "Rate-limit checks made in-process "
                                         "because Redis failed (redis_error, redis_timeout) or is still being "
                                         "waited out (redis_unavailable).", ("reason",))
+        self.blocked = counter("budgateway_blocking_matches", "Requests a blocking rule matched, by rule type and "
+                               "action (block: refused; log: recorded and let through).", ("rule_type", "action"))
         self.spans_dropped = Counter("budgateway_trace_spans_dropped", "Trace spans the exporter could not send.",
                                      registry=registry)
 
@@ -169,6 +171,9 @@ class Metrics:
             family(table, result).inc(n)
 
         return count
+
+    def blocking_matched(self, rule_type: str, action: str) -> None:
+        self.blocked(rule_type, action).inc()
 
     def limit_denied(self, model: str, code: str) -> None:
         self.limit_denials(model, code).inc()

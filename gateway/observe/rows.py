@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.observe.geoip import NOWHERE, GeoIP
-from gateway.observe.tables import ANALYTICS, INFERENCES
+from gateway.observe.tables import ANALYTICS, BLOCKING_EVENTS, INFERENCES
 from gateway.observe.useragent import parse_agent
 from gateway.outcome import Outcome, new_inference_id
 from providers.jsonio import dumps
@@ -47,6 +47,10 @@ class AnalyticsRecorder:
         ctx = outcome.context  # the context stage's RequestContext: who asked
         if self._analytics and outcome.recorded:
             self._put(ANALYTICS.name, self._analytics_row(outcome, ctx))
+        if outcome.blocks:
+            place = self._geoip.lookup(ctx.client_ip) if self._geoip is not None and ctx.client_ip else NOWHERE
+            for match in outcome.blocks:
+                self._put(BLOCKING_EVENTS.name, self._blocking_row(outcome, ctx, match, place.country_code))
         attempts = outcome.attempts
         if attempts:
             request = _text(outcome.request_body) if self._store_content else None
@@ -105,6 +109,28 @@ class AnalyticsRecorder:
             "block_reason": o.block_reason,
             "block_rule_id": o.block_rule_id,
             "tags": o.tags,
+        }
+
+    def _blocking_row(self, o: Outcome, ctx: Any, match: Any, country_code: str | None) -> dict:
+        rule = match.rule
+        return {
+            "id": new_inference_id(),
+            "rule_id": rule.id,
+            "client_ip": ctx.client_ip,
+            "country_code": country_code,
+            "user_agent": ctx.user_agent or None,
+            "request_path": o.path,
+            "request_method": o.method,
+            "api_key_id": ctx.api_key_id,
+            "project_id": ctx.project_id,
+            "endpoint_id": ctx.endpoint_id,
+            "model_name": o.model_name or o.model or None,
+            "rule_type": rule.rule_type,
+            "rule_name": rule.name,
+            "rule_priority": rule.priority,
+            "block_reason": match.reason,
+            "action_taken": rule.action,
+            "blocked_at": o.started_at,
         }
 
     def _inference_row(self, o: Outcome, ctx: Any, attempt: Any, index: int, answering: bool,

@@ -14,7 +14,7 @@ from typing import Any
 
 import ujson
 
-__all__ = ["ANALYTICS", "INFERENCES", "TABLES", "Column", "Dialect", "Table"]
+__all__ = ["ANALYTICS", "BLOCKING_EVENTS", "INFERENCES", "TABLES", "Column", "Dialect", "Table"]
 
 #: ClickHouse releases since which the better types exist (DateTime64: 20.1, Bool: 21.12, Map: 21.8).
 _NEW_TYPES = (21, 12)
@@ -87,7 +87,21 @@ INFERENCES = Table(
     time_column="timestamp",
 )
 
-TABLES: Mapping[str, Table] = {t.name: t for t in (ANALYTICS, INFERENCES)}
+BLOCKING_EVENTS = Table(
+    "GatewayBlockingEvents",
+    [
+        _c("id", "uuid", False), _c("rule_id", "str", False), _c("client_ip", "str", False),
+        _c("country_code", "lowstr"), _c("user_agent"), _c("request_path", "str", False),
+        _c("request_method", "lowstr", False), _c("api_key_id"), _c("project_id"), _c("endpoint_id"),
+        _c("model_name"), _c("rule_type", "lowstr", False), _c("rule_name", "str", False),
+        _c("rule_priority", "int", False), _c("block_reason"), _c("action_taken", "lowstr", False),
+        _c("blocked_at", "time", False),
+    ],
+    order_by="(blocked_at, id)",
+    time_column="blocked_at",
+)
+
+TABLES: Mapping[str, Table] = {t.name: t for t in (ANALYTICS, INFERENCES, BLOCKING_EVENTS)}
 
 
 def _utc(seconds: float) -> dt.datetime:

@@ -1,0 +1,1 @@
+"""Blocking rules (IP, country, user agent, request rate) and, later, guardrail profiles."""
