@@ -100,9 +100,9 @@ def _literal(pattern: str) -> str | None:
     return pattern.lower()
 
 
-def _trie(words: Iterable[str]) -> re.Pattern:
-    """One regex finding any of ``words``, shaped as a trie: each position costs a branch or two, not
-    one try per word."""
+def _trie(words: Iterable[str]) -> tuple[dict, re.Pattern]:
+    """The trie of ``words`` and one regex finding any of them, shaped as that trie: each position
+    costs a branch or two, not one try per word."""
     root: dict = {}
     for word in words:
         node = root
@@ -117,7 +117,25 @@ def _trie(words: Iterable[str]) -> re.Pattern:
         body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
         return f"(?:{body})?" if "" in node else body
 
-    return re.compile(build(root))
+    return root, re.compile(build(root))
+
+
+def _words_in(root: dict, text: str, start: int) -> set[str]:
+    """Every word of the trie ``root`` that occurs in ``text`` at or after ``start``."""
+    found = set()
+    for i in range(start, len(text)):
+        node = root
+        j = i
+        while True:
+            if "" in node:
+                found.add(text[i:j])
+            if j == len(text):
+                break
+            node = node.get(text[j])
+            if node is None:
+                break
+            j += 1
+    return found
 
 
 def _ua_pattern(pattern: str) -> str:
@@ -127,7 +145,7 @@ def _ua_pattern(pattern: str) -> str:
         re.compile(pattern[1:-1])  # raises re.error for a bad one
         return pattern[1:-1]
     if "*" in pattern:
-        return fnmatch.translate(pattern).removesuffix(r"\Z").removeprefix("(?s:").removesuffix(")") + r"\Z"
+        return "^" + fnmatch.translate(pattern).removesuffix(r"\Z").removeprefix("(?s:").removesuffix(")") + r"\Z"
     return re.escape(pattern)
 
 
@@ -255,11 +273,14 @@ class RuleSet:
             for country in rule.countries:
                 self._countries.setdefault(country, []).append(rule.index)
         agents = [r for r in ordered if r.patterns is not None]
-        self._agents = agents
         # NOTE: one pass of a trie over the lowercased agent screens every literal of every rule; the
         # rules' own patterns run only when it hits, and always for rules with a pattern it cannot screen.
-        literals = {lit for r in agents for lit in r.literals if lit is not None}
-        self._agent_screen = _trie(literals) if literals else None
+        self._by_literal: dict[str, list[Rule]] = {}
+        for r in agents:
+            for lit in r.literals:
+                if lit is not None:
+                    self._by_literal.setdefault(lit, []).append(r)
+        self._trie, self._agent_screen = _trie(self._by_literal) if self._by_literal else ({}, None)
         always = [r for r in agents if None in r.literals]
         self._agents_always = always
         self._always_screen = re.compile("|".join(f"(?:{r.patterns.pattern})" for r in always),
@@ -281,11 +302,15 @@ class RuleSet:
         if country:
             found.update(self._countries.get(country.upper(), ()))
         if user_agent:
-            screen = self._agent_screen
-            if screen is not None and screen.search(user_agent.lower()):
-                found.update(r.index for r in self._agents if r.patterns.search(user_agent))
-            elif self._always_screen is not None and self._always_screen.search(user_agent):
-                found.update(r.index for r in self._agents_always if r.patterns.search(user_agent))
+            lowered = user_agent.lower()
+            hit = self._agent_screen.search(lowered) if self._agent_screen is not None else None
+            candidates = set()
+            if hit is not None:
+                for literal in _words_in(self._trie, lowered, hit.start()):
+                    candidates.update(self._by_literal[literal])
+            if self._always_screen is not None and self._always_screen.search(user_agent):
+                candidates.update(self._agents_always)
+            found.update(r.index for r in candidates if r.patterns.search(user_agent))
         now = time.time()
         out = []
         for index in sorted(found):
