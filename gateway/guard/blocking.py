@@ -62,10 +62,16 @@ class BlockingRules:
 
     # -- written by the Redis sync -----------------------------------------------------------------
 
-    def replace_redis(self, by_scope: Mapping[str, list[Rule]]) -> None:
-        old = set(self._sources["redis"])
-        self._sources["redis"] = dict(by_scope)
-        self._compile(old | set(by_scope) | {GLOBAL})
+    def replace_redis(self, by_scope: Mapping[str, list[Rule]], unreadable: Iterable[str] = ()) -> None:
+        """A full load: ``by_scope`` replaces every Redis source, but an ``unreadable`` one keeps its
+        last good rules."""
+        old = self._sources["redis"]
+        fresh = dict(by_scope)
+        for scope in unreadable:
+            if scope in old:
+                fresh[scope] = old[scope]
+        self._sources["redis"] = fresh
+        self._compile(set(old) | set(fresh) | {GLOBAL})
 
     def set_redis(self, scope: str, raw: bytes | None, where: str) -> None:
         """A source changed: ``raw`` its new JSON (None: it is gone). Unreadable JSON keeps the last rules."""

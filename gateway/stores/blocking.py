@@ -30,14 +30,16 @@ class BlockingMirror(Mirror):
         self._rules = rules
 
     def load(self, client: redis.Redis) -> None:
-        by_scope = {}
+        by_scope, unreadable = {}, []
         for name, raw in scan_values(client, RULES_PREFIX + "*").items():
             scope = _scope(name)
             if scope is not None:
                 found = parse_json(raw, name)
-                if found is not None:
+                if found is None:
+                    unreadable.append(scope)
+                else:
                     by_scope[scope] = found
-        self._rules.replace_redis(by_scope)
+        self._rules.replace_redis(by_scope, unreadable)
         self._rules.reasons = {name[len(REASON_PREFIX):]: raw.decode(errors="replace")
                                for name, raw in scan_values(client, REASON_PREFIX + "*").items()}
 
