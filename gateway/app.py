@@ -14,6 +14,7 @@ from gateway.config.loader import auth_enabled
 from gateway.config.schema import Config
 from gateway.errors import GatewayError, ProviderAnswerError, error_body
 from gateway.guard.blocking import BlockingRules
+from gateway.guard.guardrails import build_guardrails
 from gateway.limits.limiter import RateLimiter
 from gateway.limits.overrides import RateLimitOverrides
 from gateway.limits.quotas import UsageConsumer, UsageTable
@@ -25,6 +26,7 @@ from gateway.observe.setup import build as build_observers
 from gateway.pipeline.auth import AuthStage
 from gateway.pipeline.blocking import BlockingStage
 from gateway.pipeline.context import ContextStage, GatewayRequest
+from gateway.pipeline.guardrails import GuardrailStage
 from gateway.pipeline.quota import QuotaStage
 from gateway.pipeline.ratelimit import RateLimitStage
 from gateway.pipeline.record import RecordStage
@@ -151,6 +153,8 @@ def create_app(
     if settings.rate_limits.enabled or config.rate_limiting.enabled and config.rate_limiting.rules:
         stages.append(RateLimitStage(limiter, settings.rate_limits, config.rate_limiting, overrides,
                                      denied=metrics.limit_denied))
+    # NOTE: always there: a run-time model may name a profile, and one that is not loaded fails closed.
+    stages.append(GuardrailStage(build_guardrails(config.guardrails), settings.guardrails_window_chars))
     app = GatewayApp(observers, closers, request_type=GatewayRequest, middleware=stages)
     app.req_options.strip_url_path_trailing_slash = True
 

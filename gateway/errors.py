@@ -9,6 +9,7 @@ __all__ = [
     "BlockedError",
     "ClientClosedError",
     "ConcurrencyLimitError",
+    "ContentFilterError",
     "GatewayError",
     "InvalidRequestError",
     "InvalidJSONError",
@@ -144,3 +145,9 @@ class BlockedError(GatewayError):
     """A blocking rule refused the client (its reason in the message and in ``x-block-reason``)."""
 
     status, type, code = 403, "permission_error", "blocked"
+
+
+class ContentFilterError(InvalidRequestError):
+    """An input guardrail blocked the request: the upstream never sees it."""
+
+    code = "content_filter"

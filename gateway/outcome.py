@@ -114,6 +114,7 @@ class Outcome:
         "block_reason",
         "block_rule_id",
         "blocks",
+        "guardrail",
         "request_body",
         "response_body",
         "tags",
@@ -166,6 +167,8 @@ class Outcome:
         self.block_rule_id: str | None = None
         #: Every blocking rule the request matched, blocking or only logged: ``guard.rules.Match`` objects.
         self.blocks: list | None = None
+        #: The guardrail verdicts: ``{"input": action, "output": action}`` (blocked, redacted or passed).
+        self.guardrail: dict[str, str] | None = None
         #: The client's parsed body, and the answer as sent, for ``store_content``.
         self.request_body: Any = None
         self.response_body: bytes | None = None

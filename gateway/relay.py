@@ -205,23 +205,42 @@ class SSEStream(StreamBody):
     """OpenAI chunk payloads (chat or legacy completions), model renamed for the client; the usage
     chunk is recorded, and dropped unless the client asked for it (``include_usage``)."""
 
-    __slots__ = ("_rewrite", "_include_usage")
+    __slots__ = ("_rewrite", "_include_usage", "_window")
 
     def __init__(self, first, rest, client_model: str, deadline, peer, label, *, include_usage: bool = True,
                  outcome: Outcome | None = None, pricing: Pricing | None = None) -> None:
         super().__init__(first, rest, deadline, peer, label, outcome, pricing)
         self._rewrite = ModelRewriter(client_model)
         self._include_usage = include_usage
+        self._window = None
+
+    def hold_back(self, window) -> None:
+        """A tap (``guard.window.StreamWindow``) that holds text back until it has scanned it."""
+        self._window = window
 
     def _events(self, pieces: Iterator[bytes]) -> Iterator[bytes]:
         rewrite = self._rewrite
+        window = self._window
         for payload in pieces:
             # PERF: a byte search first; with usage asked for, every chunk says "usage":null.
             if b'"usage"' in payload and b'"usage":null' not in payload and b'"usage": null' not in payload:
                 payload = self._take_usage(payload)
                 if payload is None:
                     continue
-            yield frame(rewrite(payload))
+            if window is None:
+                yield frame(rewrite(payload))
+                continue
+            chunk = loads(payload)
+            for out in window.feed(chunk) if isinstance(chunk, dict) else ():
+                yield frame(rewrite(dumps(out)))
+            if window.blocked:
+                yield frame(rewrite(dumps(window.blocked_chunk())))
+                return
+        if window is not None:
+            for out in window.close():
+                yield frame(rewrite(dumps(out)))
+            if window.blocked:
+                yield frame(rewrite(dumps(window.blocked_chunk())))
 
     def _closing(self) -> bytes:
         return DONE

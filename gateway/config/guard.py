@@ -1,18 +1,22 @@
 """The config of the guard: ``[gateway.blocking]`` and its ``[[gateway.blocking.rules]]`` (budapp's rule
-fields, checked by the same parser as the rules read from Redis)."""
+fields, checked by the same parser as the rules read from Redis), and ``[guardrails."ID"]`` profiles."""
 
 from __future__ import annotations
 
+import os
 from types import MappingProxyType
 from typing import Any
 
-from gateway.config.checker import Checker
-from gateway.config.schema import BlockingConfig
+from gateway.config.checker import Checker, key_path
+from gateway.config.schema import BlockingConfig, GuardProviderConfig, GuardrailProfile
+from gateway.guard.pii import LocalGuard
 from gateway.guard.rules import parse_rule
 
-__all__ = ["SECTION_KEYS", "blocking"]
+__all__ = ["SECTION_KEYS", "blocking", "guardrails", "stream_window_chars"]
 
-SECTION_KEYS = frozenset({"blocking"})
+SECTION_KEYS = frozenset({"blocking", "guardrails"})
+#: The environment variable that sets the stream window when the config does not.
+WINDOW_ENV = "STREAM_GUARDRAIL_WINDOW_CHAR_LIMIT"
 _RULE_KEYS = {"id", "rule_type", "name", "priority", "status", "expires_at", "action", "config", "endpoint_id"}
 
 
@@ -34,3 +38,78 @@ def blocking(c: Checker, data: Any) -> BlockingConfig:
             continue
         rules.append(MappingProxyType(dict(rule)))
     return BlockingConfig(enabled=c.get(d, "enabled", path, (bool,), False), rules=tuple(rules))
+
+
+_PROFILE_KEYS = {"name", "guard_types", "execution_mode", "failure_mode", "severity_threshold", "providers"}
+_GUARD_TYPES = ("input", "output")
+_LOCAL_KEYS = {"type", "pii", "action", "patterns", "deny_words"}
+#: Provider types a profile may name, and those not served yet (refused at start, by key path).
+GUARD_PROVIDERS = ("local", "openai", "azure_content_safety")
+_NOT_YET = ("openai", "azure_content_safety")
+
+
+def guardrails(c: Checker, data: Any) -> dict[str, GuardrailProfile]:
+    profiles = {}
+    for profile_id, raw in c.table(data, "guardrails", None).items():
+        path = f"guardrails.{key_path(profile_id)}"
+        d = c.table(raw, path, _PROFILE_KEYS)
+        types = c.str_list(d, "guard_types", path, _GUARD_TYPES)
+        for i, kind in enumerate(types):
+            if kind not in _GUARD_TYPES:
+                c.fail(f"{path}.guard_types[{i}]", 'one of "input", "output"')
+        mode = c.get(d, "execution_mode", path, (str,), "parallel")
+        if mode not in ("parallel", "sequential"):
+            c.fail(f"{path}.execution_mode", 'one of "parallel", "sequential"')
+        failure = c.get(d, "failure_mode", path, (str,), "best_effort")
+        if failure not in ("best_effort", "fail_fast"):
+            c.fail(f"{path}.failure_mode", 'one of "best_effort", "fail_fast"')
+        providers = []
+        for name, pdata in c.table(d.get("providers", {}), f"{path}.providers", None).items():
+            ppath = f"{path}.providers.{key_path(name)}"
+            found = _guard_provider(c, name, pdata, ppath)
+            if found is not None:
+                providers.append(found)
+        if not providers and "providers" in d:
+            c.fail(f"{path}.providers", "names no provider")
+        threshold = c.get(d, "severity_threshold", path, (int, float), None)
+        profiles[profile_id] = GuardrailProfile(profile_id, frozenset(types), tuple(providers), mode, failure,
+                                                None if threshold is None else float(threshold))
+    return profiles
+
+
+def _guard_provider(c: Checker, name: str, data: Any, path: str) -> GuardProviderConfig | None:
+    d = c.table(data, path, None)
+    kind = c.get(d, "type", path, (str,), None)
+    if kind not in GUARD_PROVIDERS:
+        c.fail(f"{path}.type", f"one of: {', '.join(GUARD_PROVIDERS)}")
+        return None
+    if kind in _NOT_YET:
+        c.fail(f"{path}.type", f'"{kind}" guardrails are not supported yet (only "local")')
+        return None
+    c.table(d, path, _LOCAL_KEYS)
+    action = c.get(d, "action", path, (str,), "block")
+    if action not in ("block", "redact"):
+        c.fail(f"{path}.action", 'one of "block", "redact"')
+    pii = c.str_list(d, "pii", path, ())
+    patterns = c.str_map(d, "patterns", path)
+    words = c.str_list(d, "deny_words", path, ())
+    try:
+        LocalGuard(pii, patterns, words)
+    except ValueError as e:
+        c.fail(path, str(e))
+        return None
+    return GuardProviderConfig(name, kind, MappingProxyType({"pii": pii, "action": action,
+                                                             "patterns": patterns, "deny_words": words}))
+
+
+def stream_window_chars(c: Checker, data: Any) -> int:
+    """[gateway.guardrails] stream_window_chars, else the environment's, else 50."""
+    d = c.table(data, "gateway.guardrails", {"stream_window_chars"})
+    default = 50
+    env = os.environ.get(WINDOW_ENV, "")
+    if env:
+        if env.isdigit() and int(env) > 0:
+            default = int(env)
+        else:
+            c.fail(WINDOW_ENV, f'expected a whole number > 0, got "{env}"')
+    return c.count(d, "stream_window_chars", "gateway.guardrails", default)

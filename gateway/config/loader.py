@@ -39,7 +39,7 @@ def parse_bind(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-_TOP_KEYS = {"gateway", "models", "api_keys", "rate_limiting"}
+_TOP_KEYS = {"gateway", "models", "api_keys", "rate_limiting", "guardrails"}
 _GATEWAY_KEYS = {
     "bind_address",
     "workers",
@@ -64,7 +64,8 @@ _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _GRANT_KEYS = {"endpoint_id", "model_id", "project_id", "prompt_id", "prompt_version_id", "version"}
 _AUTH_KEYS = {"enabled", "resync_interval_s"}
 _REDIS_KEYS = {"max_connections", "timeout_s"}
-_MODEL_KEYS = {"routing", "endpoints", "fallback_models", "retry_config", "providers", "pricing", "rate_limits"}
+_MODEL_KEYS = {"routing", "endpoints", "fallback_models", "retry_config", "providers", "pricing", "rate_limits",
+               "guardrail_profile"}
 _RETRY_KEYS = {"num_retries", "max_delay_s"}
 _PROVIDER_KEYS = {
     "type",
@@ -107,10 +108,15 @@ def load_config_text(text: str, source: str, registry: Mapping[str, Any]) -> Con
                 c.fail(f"models.{key_path(name)}.fallback_models[{i}]", "a model cannot fall back to itself")
     api_keys = _api_keys(c, top.get("api_keys", {}))
     rate_limiting = limits.rate_limiting(c, top.get("rate_limiting", {}))
+    profiles = guard.guardrails(c, top.get("guardrails", {}))
+    for name, model in models.items():
+        if model.guardrail_profile is not None and model.guardrail_profile not in profiles:
+            c.fail(f"models.{key_path(name)}.guardrail_profile",
+                   f'profile "{model.guardrail_profile}" is not defined under guardrails')
     if c.errors:
         raise ConfigError(source, c.errors)
     return Config(gateway=gateway, models=MappingProxyType(models), api_keys=api_keys, source=source,
-                  rate_limiting=rate_limiting)
+                  rate_limiting=rate_limiting, guardrails=MappingProxyType(profiles))
 
 
 def _api_keys(c: Checker, data: Any) -> Mapping[str, Mapping[str, Mapping[str, Any]]]:
@@ -146,13 +152,11 @@ def auth_enabled(config: Config, redis_url: str | None) -> bool:
     return settings.auth_enabled
 
 
-def model_from_dict(
-    name: str, data: Any, registry: Mapping[str, Any], source: str, *, ignore: frozenset[str] = frozenset()
-) -> ModelConfig:
-    """One model table validated like a TOML model (keys in ``ignore`` are allowed and dropped)."""
+def model_from_dict(name: str, data: Any, registry: Mapping[str, Any], source: str) -> ModelConfig:
+    """One model table (a Redis model table entry) validated like a TOML model."""
     c = Checker()
-    if isinstance(data, dict) and ignore:
-        data = {k: v for k, v in data.items() if k not in ignore}
+    if isinstance(data, dict) and data.get("guardrail_profile") is None:
+        data = {k: v for k, v in data.items() if k != "guardrail_profile"}  # budapp writes null for none
     model = _model(c, name, data, registry)
     if c.errors:
         raise ConfigError(source, c.errors)
@@ -191,6 +195,7 @@ def _gateway(c: Checker, data: Any) -> GatewaySettings:
         rate_limits=limits.rate_limit_settings(c, d.get("rate_limits", {})),
         usage_limits=limits.usage_limit_settings(c, d.get("usage_limits", {})),
         blocking=guard.blocking(c, d.get("blocking", {})),
+        guardrails_window_chars=guard.stream_window_chars(c, d.get("guardrails", {})),
         auth_enabled=c.get(auth, "enabled", "gateway.authentication", (bool,), None),
         resync_interval_s=float(c.positive(auth, "resync_interval_s", "gateway.authentication", defaults.resync_interval_s)),
         redis_max_connections=max_connections,
@@ -253,6 +258,7 @@ def _model(c: Checker, name: str, data: Any, registry: Mapping[str, Any]) -> Mod
         providers=MappingProxyType(providers),
         pricing=observe.pricing(c, d.get("pricing"), path),
         rate_limits=limits.rate_limits(c, d.get("rate_limits"), f"{path}.rate_limits"),
+        guardrail_profile=c.get(d, "guardrail_profile", path, (str,), None),
     )
 
 

@@ -14,6 +14,8 @@ __all__ = [
     "CAPABILITIES",
     "AnalyticsConfig",
     "BlockingConfig",
+    "GuardrailProfile",
+    "GuardProviderConfig",
     "Config",
     "GatewaySettings",
     "MetricsConfig",
@@ -130,6 +132,8 @@ class ModelConfig:
     providers: Mapping[str, ProviderConfig]
     pricing: Pricing | None = None
     rate_limits: RateLimits | None = None
+    #: The id of the guardrail profile that scans this model's input and output.
+    guardrail_profile: str | None = None
 
 
 #: Histogram buckets (seconds) for whole requests and streams: a cached answer to a ten-minute stream.
@@ -219,6 +223,27 @@ class BlockingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class GuardProviderConfig:
+    """One provider of a guardrail profile: its ``type`` and its type's settings."""
+
+    name: str
+    type: str
+    options: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailProfile:
+    """[guardrails."ID"]: what is scanned, by which providers, and what a provider failure does."""
+
+    id: str
+    guard_types: frozenset[str]
+    providers: tuple[GuardProviderConfig, ...]
+    execution_mode: str = "parallel"
+    failure_mode: str = "best_effort"
+    severity_threshold: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class GatewaySettings:
     host: str = "0.0.0.0"
     port: int = 3000
@@ -253,6 +278,8 @@ class GatewaySettings:
     rate_limits: RateLimitSettings = RateLimitSettings()
     usage_limits: UsageLimitSettings = UsageLimitSettings()
     blocking: BlockingConfig = BlockingConfig()
+    #: [gateway.guardrails] stream_window_chars: streamed text held back per output scan.
+    guardrails_window_chars: int = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,3 +329,4 @@ class Config:
     #: Where the config came from (a path, or "<default>"), for messages.
     source: str
     rate_limiting: RateLimitingConfig = RateLimitingConfig()
+    guardrails: Mapping[str, GuardrailProfile] = field(default_factory=lambda: MappingProxyType({}))

@@ -24,9 +24,6 @@ __all__ = ["ModelEntry", "parse_model_entry", "store_name"]
 
 log = logging.getLogger(__name__)
 
-#: Fields budapp writes beside the model settings that this gateway does not act on yet.
-_IGNORED = frozenset({"guardrail_profile"})
-
 
 def store_name(endpoint_id: str) -> str:
     return f"store_{endpoint_id}"
@@ -74,7 +71,7 @@ def parse_model_entry(
             return ModelEntry(endpoint_id, None, "its provider credential could not be decrypted", None)
     ciphertext = str(encrypted) if encrypted else None
     try:
-        model = model_from_dict(endpoint_id, entry, registry, where, ignore=_IGNORED)
+        model = model_from_dict(endpoint_id, entry, registry, where)
     except ConfigError as e:
         log.warning("invalid model: %s", e)
         return ModelEntry(endpoint_id, None, "its configuration is invalid", None, ciphertext)

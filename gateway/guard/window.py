@@ -1,0 +1,110 @@
+"""The output guardrail of a stream: delta text held back in windows, each scanned before it goes out.
+
+Text collects until a window (``[gateway.guardrails] stream_window_chars``) plus an overlap is held;
+the whole of it is scanned, the window goes out (redacted if need be) as one chunk, and the overlap
+stays held with the next text, so a finding across a window's edge (a card number split over
+chunks) is scanned whole before any of it leaves. A block ends the stream: none of the flagged
+window's text goes out, and a last chunk says ``finish_reason: "content_filter"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.guard.guardrails import Guardrail
+
+__all__ = ["StreamWindow"]
+
+#: Characters kept back from each window for the next scan: longer than any one finding should be.
+OVERLAP = 64
+
+
+class StreamWindow:
+    """For OpenAI chunks: chat (``choices[0].delta.content``) or completions (``choices[0].text``)."""
+
+    def __init__(self, guardrail: Guardrail, size: int, overlap: int = OVERLAP) -> None:
+        self._guardrail = guardrail
+        self._size = size
+        self._overlap = overlap
+        self._held = ""
+        self._template: dict | None = None
+        self.blocked = False
+        #: Whether any window was redacted.
+        self.redacted = False
+
+    @staticmethod
+    def _text(chunk: dict) -> tuple[dict | None, str | None]:
+        choices = chunk.get("choices")
+        if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
+            return None, None
+        choice = choices[0]
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            content = delta.get("content")
+            return choice, content if isinstance(content, str) else None
+        text = choice.get("text")
+        return choice, text if isinstance(text, str) else None
+
+    def feed(self, chunk: dict) -> list[dict]:
+        """The chunks to send now for ``chunk`` (maybe none: its text is held)."""
+        choice, text = self._text(chunk)
+        if text and choice is not None and choice.get("finish_reason") is None and not _more_than_text(choice):
+            self._template = chunk
+            self._held += text
+            if len(self._held) >= self._size + self._overlap:
+                return self._release(final=False)
+            return []
+        # Anything else (a role, tool calls, a finish, usage): what is held goes first, whole.
+        if text and choice is not None:
+            self._template = chunk
+            self._held += text
+            out = self._release(final=True)
+            if self.blocked:
+                return out
+            return out + [_with_text(chunk, None)]
+        out = self._release(final=True) if self._held else []
+        return out if self.blocked else out + [chunk]
+
+    def close(self) -> list[dict]:
+        """The upstream ended: what is still held, scanned."""
+        return self._release(final=True) if self._held else []
+
+    def _release(self, *, final: bool) -> list[dict]:
+        verdict = self._guardrail.check([self._held])
+        if verdict.blocked:
+            self.blocked = True
+            self._held = ""
+            return []
+        text = verdict.texts[0]
+        self.redacted = self.redacted or verdict.redacted
+        cut = len(text) if final else max(len(text) - self._overlap, 0)
+        out, self._held = text[:cut], text[cut:]
+        return [_with_text(self._template, out)] if out and self._template is not None else []
+
+    def blocked_chunk(self) -> dict:
+        """The last chunk of a blocked stream."""
+        template = self._template or {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}}]}
+        chunk = _with_text(template, None)
+        chunk["choices"][0]["finish_reason"] = "content_filter"
+        return chunk
+
+
+def _more_than_text(choice: dict) -> bool:
+    """Whether a chunk's delta carries more than text (tool calls, say): it then goes out at once."""
+    delta = choice.get("delta")
+    return isinstance(delta, dict) and any(v is not None for k, v in delta.items() if k not in ("content", "role"))
+
+
+def _with_text(template: dict, text: str | None) -> dict[str, Any]:
+    """``template`` with its one choice's text set to ``text`` (None: no text at all)."""
+    choice = dict(template["choices"][0])
+    if isinstance(choice.get("delta"), dict):
+        delta = dict(choice["delta"])
+        if text is None:
+            delta.pop("content", None)
+        else:
+            delta["content"] = text
+        choice["delta"] = delta
+    elif text is not None or "text" in choice:
+        choice["text"] = text or ""
+    return {**template, "choices": [choice]}

@@ -1,0 +1,113 @@
+"""Stage 8: the model's guardrail profile, on what the client sends and on what it gets back.
+
+Input: every text of the request is scanned before any upstream call; a block is a 400
+``content_filter`` (the upstream never sees the text), a redaction rewrites the body the upstream
+gets. Output, whole answers: scanned before the client sees anything; a block empties the choice's
+content with ``finish_reason: "content_filter"`` (Azure OpenAI's convention), a redaction rewrites it.
+Output, streams: a tap on the stream holds text back in windows (``guard.window``); other stream
+kinds (Anthropic's events, forwarded streams) are not scanned yet, so they are refused with 400.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import falcon
+import ujson
+
+from gateway.errors import ContentFilterError, InvalidRequestError, ServiceUnavailableError
+from gateway.guard.guardrails import Guardrail
+from gateway.guard.texts import answer_slots, request_slots
+from gateway.guard.window import StreamWindow
+from gateway.relay import SSEStream
+from providers.jsonio import dumps
+
+__all__ = ["GuardrailStage"]
+
+#: The routes whose streams are OpenAI chunks, which the output window can hold back.
+_SSE_PATHS = ("/chat/completions", "/completions")
+
+
+class GuardrailStage:
+    def __init__(self, guardrails: Mapping[str, Guardrail], window_chars: int) -> None:
+        self._guardrails = guardrails
+        self._window_chars = window_chars
+
+    def _guardrail(self, req: falcon.Request) -> Guardrail | None:
+        route = req.context.route
+        profile = route.config.guardrail_profile if route is not None else None
+        if profile is None:
+            return None
+        guardrail = self._guardrails.get(profile)
+        if guardrail is None:
+            # NOTE: fail closed: a model its control plane wants guarded is never served unguarded.
+            raise ServiceUnavailableError(f"Model {req.context.model} is unavailable: its guardrail profile "
+                                          f"{profile} is not loaded")
+        return guardrail
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
+        ctx = req.context
+        guardrail = self._guardrail(req)
+        if guardrail is None:
+            return
+        if guardrail.scans_output and ctx.body is not None and ctx.body.get("stream") is True and (
+                getattr(resource, "path", None) not in _SSE_PATHS or ctx.error_format is not None):
+            raise InvalidRequestError("Streaming is not available for this model on this API yet: its guardrail "
+                                      "profile scans output (stream it through /v1/chat/completions)",
+                                      code="streaming_unavailable")
+        if not guardrail.scans_input or ctx.body is None:
+            return
+        slots = request_slots(ctx.body, resource.capability, ctx.error_format == "anthropic")
+        if not slots:
+            return
+        verdict = guardrail.check([holder[key] for holder, key in slots])
+        outcome = ctx.outcome
+        if verdict.blocked:
+            outcome.guardrail = {"input": "blocked"}
+            raise ContentFilterError("Input content violates content policy")
+        if verdict.redacted:
+            for (holder, key), text in zip(slots, verdict.texts, strict=True):
+                holder[key] = text
+        outcome.guardrail = {"input": "redacted" if verdict.redacted else "passed"}
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool) -> None:
+        ctx = req.context
+        if not req_succeeded or ctx.route is None or resp.status_code != 200:
+            return
+        guardrail = self._guardrails.get(ctx.route.config.guardrail_profile or "")
+        if guardrail is None or not guardrail.scans_output:
+            return
+        if ctx.stream is not None:
+            if isinstance(ctx.stream, SSEStream):
+                window = StreamWindow(guardrail, self._window_chars)
+                ctx.stream.hold_back(window)
+                ctx.outcome.guardrail = {**(ctx.outcome.guardrail or {}), "output": "scanned"}
+            return
+        if not resp.data:
+            return
+        try:
+            answer = ujson.loads(resp.data)
+        except ValueError:
+            return
+        slots = answer_slots(answer, resource.capability, ctx.error_format == "anthropic")
+        if not slots:
+            return
+        verdict = guardrail.check([holder[key] for (holder, key), _ in slots])
+        if verdict.blocked:
+            for (holder, key), choice in slots:
+                holder[key] = ""
+                if choice is not None:
+                    choice["finish_reason"] = "content_filter"
+                else:
+                    answer["stop_reason"] = "refusal"
+            action = "blocked"
+        elif verdict.redacted:
+            for ((holder, key), _), text in zip(slots, verdict.texts, strict=True):
+                holder[key] = text
+            action = "redacted"
+        else:
+            action = "passed"
+        if action != "passed":
+            resp.data = dumps(answer)
+        ctx.outcome.guardrail = {**(ctx.outcome.guardrail or {}), "output": action}
