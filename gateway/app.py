@@ -154,7 +154,8 @@ def create_app(
         stages.append(RateLimitStage(limiter, settings.rate_limits, config.rate_limiting, overrides,
                                      denied=metrics.limit_denied))
     # NOTE: always there: a run-time model may name a profile, and one that is not loaded fails closed.
-    stages.append(GuardrailStage(build_guardrails(config.guardrails), settings.guardrails_window_chars))
+    stages.append(GuardrailStage(build_guardrails(config.guardrails, http, metrics.guardrail_failed),
+                                 settings.guardrails_window_chars))
     app = GatewayApp(observers, closers, request_type=GatewayRequest, middleware=stages)
     app.req_options.strip_url_path_trailing_slash = True
 

@@ -11,6 +11,7 @@ from gateway.config.checker import Checker, key_path
 from gateway.config.schema import BlockingConfig, GuardProviderConfig, GuardrailProfile
 from gateway.guard.pii import LocalGuard
 from gateway.guard.rules import parse_rule
+from providers.credentials import parse_location
 
 __all__ = ["SECTION_KEYS", "blocking", "guardrails", "stream_window_chars"]
 
@@ -45,7 +46,8 @@ _GUARD_TYPES = ("input", "output")
 _LOCAL_KEYS = {"type", "pii", "action", "patterns", "deny_words"}
 #: Provider types a profile may name, and those not served yet (refused at start, by key path).
 GUARD_PROVIDERS = ("local", "openai", "azure_content_safety")
-_NOT_YET = ("openai", "azure_content_safety")
+_NOT_YET = ("azure_content_safety",)
+_OPENAI_KEYS = {"type", "api_base", "api_key_location", "probe_config", "severity_threshold", "timeout_ms"}
 
 
 def guardrails(c: Checker, data: Any) -> dict[str, GuardrailProfile]:
@@ -84,8 +86,10 @@ def _guard_provider(c: Checker, name: str, data: Any, path: str) -> GuardProvide
         c.fail(f"{path}.type", f"one of: {', '.join(GUARD_PROVIDERS)}")
         return None
     if kind in _NOT_YET:
-        c.fail(f"{path}.type", f'"{kind}" guardrails are not supported yet (only "local")')
+        c.fail(f"{path}.type", f'"{kind}" guardrails are not supported yet (only "local" and "openai")')
         return None
+    if kind == "openai":
+        return _openai_provider(c, name, d, path)
     c.table(d, path, _LOCAL_KEYS)
     action = c.get(d, "action", path, (str,), "block")
     if action not in ("block", "redact"):
@@ -113,3 +117,29 @@ def stream_window_chars(c: Checker, data: Any) -> int:
         else:
             c.fail(WINDOW_ENV, f'expected a whole number > 0, got "{env}"')
     return c.count(d, "stream_window_chars", "gateway.guardrails", default)
+
+
+def _openai_provider(c: Checker, name: str, d: dict, path: str) -> GuardProviderConfig | None:
+    c.table(d, path, _OPENAI_KEYS)
+    base = c.get(d, "api_base", path, (str,), None)
+    if base is not None and not base.startswith(("http://", "https://")):
+        c.fail(f"{path}.api_base", f'"{base}" is not an http:// or https:// URL')
+    location = c.get(d, "api_key_location", path, (str,), None)
+    if location is not None:
+        try:
+            parse_location(location)
+        except ValueError as e:
+            c.fail(f"{path}.api_key_location", str(e))
+    probes = {}
+    for model, categories in c.table(d.get("probe_config", {}), f"{path}.probe_config", None).items():
+        if not isinstance(categories, list) or not all(isinstance(x, str) for x in categories):
+            c.fail(f"{path}.probe_config.{key_path(model)}", "expected an array of category names")
+            continue
+        probes[model] = tuple(categories)
+    threshold = c.get(d, "severity_threshold", path, (int, float), None)
+    if threshold is not None and not 0 <= threshold <= 1:
+        c.fail(f"{path}.severity_threshold", f"must be between 0 and 1, got {threshold}")
+    timeout = c.positive(d, "timeout_ms", path, 2000)
+    return GuardProviderConfig(name, "openai", MappingProxyType({
+        "api_base": base, "api_key_location": location, "probe_config": probes or None,
+        "severity_threshold": threshold, "timeout_ms": timeout}))

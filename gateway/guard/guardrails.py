@@ -1,19 +1,35 @@
-"""Guardrail profiles made runnable: each provider compiled once, and a profile's verdict on texts.
+"""Guardrail profiles made runnable: each provider built once, and a profile's verdict on texts.
 
-Only the ``local`` provider runs so far (the config refuses the others at start, by key path). Its
-providers run in order over the texts: a provider whose ``action`` is ``block`` and that finds
-anything blocks; one whose action is ``redact`` rewrites what it found, and the next one reads the
-rewritten text.
+The ``local`` providers run first, in order: one whose ``action`` is ``block`` and that finds anything
+blocks; one whose action is ``redact`` rewrites what it found, and the next reads the rewritten text.
+Then the remote ones (``openai`` moderation) on the texts as they would go on: all at once with
+``execution_mode = "parallel"``, one after another with ``"sequential"``; any that flags blocks. A
+remote provider that cannot answer lets the text through under ``failure_mode = "best_effort"``
+(counted), and fails the request under ``"fail_fast"``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
+
+import gevent
 
 from gateway.config.schema import GuardrailProfile
+from gateway.errors import GatewayError
+from gateway.guard.moderation import GuardrailUnavailable, OpenAIModeration
 from gateway.guard.pii import LocalGuard
+from providers.http import UpstreamClient
 
-__all__ = ["Guardrail", "Verdict", "build_guardrails"]
+__all__ = ["Guardrail", "GuardrailFailureError", "Verdict", "build_guardrails"]
+
+log = logging.getLogger(__name__)
+
+
+class GuardrailFailureError(GatewayError):
+    """A guardrail of a ``fail_fast`` profile could not give a verdict."""
+
+    status, type, code = 502, "server_error", "guardrail_failure"
 
 
 class Verdict:
@@ -30,11 +46,19 @@ class Verdict:
 
 
 class Guardrail:
-    def __init__(self, profile: GuardrailProfile) -> None:
+    """``failed(profile_id)`` counts a remote provider that could not answer (best effort)."""
+
+    def __init__(self, profile: GuardrailProfile, http: UpstreamClient | None = None,
+                 failed: Callable[[str], None] | None = None) -> None:
         self.id = profile.id
         self.guard_types = profile.guard_types
         self._providers = [(LocalGuard(p.options["pii"], p.options["patterns"], p.options["deny_words"]),
                             p.options["action"]) for p in profile.providers if p.type == "local"]
+        self._remote = [OpenAIModeration(p.name, p.options, http, profile.severity_threshold)
+                        for p in profile.providers if p.type == "openai"]
+        self._parallel = profile.execution_mode == "parallel"
+        self._fail_fast = profile.failure_mode == "fail_fast"
+        self._failed = failed or (lambda profile_id: None)
 
     @property
     def scans_input(self) -> bool:
@@ -58,8 +82,40 @@ class Guardrail:
                     return Verdict(True, texts, redacted, kinds)
                 texts[i] = guard.redact(text, findings)
                 redacted = True
+        if self._remote:
+            flagged = self._ask_remote(texts)
+            if flagged:
+                return Verdict(True, texts, redacted, kinds + flagged)
         return Verdict(False, texts, redacted, kinds)
 
+    def _ask_remote(self, texts: list[str]) -> list[str]:
+        def one(provider: OpenAIModeration) -> list[str]:
+            try:
+                return provider.flagged(texts)
+            except GuardrailUnavailable as e:
+                log.warning("guardrail %s/%s could not answer: %s", self.id, provider.name, e)
+                self._failed(self.id)
+                if self._fail_fast:
+                    raise GuardrailFailureError(f"The guardrail {self.id} could not check the content") from None
+                return []
 
-def build_guardrails(profiles: Mapping[str, GuardrailProfile]) -> dict[str, Guardrail]:
-    return {profile_id: Guardrail(profile) for profile_id, profile in profiles.items()}
+        if not self._parallel or len(self._remote) == 1:
+            flagged: list[str] = []
+            for provider in self._remote:
+                flagged += one(provider)
+                if flagged:
+                    break
+            return flagged
+        jobs = [gevent.spawn(one, provider) for provider in self._remote]
+        gevent.joinall(jobs)
+        flagged = []
+        for job in jobs:
+            if not job.successful():
+                raise job.exception
+            flagged += job.value
+        return flagged
+
+
+def build_guardrails(profiles: Mapping[str, GuardrailProfile], http: UpstreamClient | None = None,
+                     failed: Callable[[str], None] | None = None) -> dict[str, Guardrail]:
+    return {profile_id: Guardrail(profile, http, failed) for profile_id, profile in profiles.items()}

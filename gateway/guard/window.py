@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.guard.guardrails import Guardrail
+from gateway.guard.guardrails import Guardrail, GuardrailFailureError
 
 __all__ = ["StreamWindow"]
 
@@ -70,8 +70,11 @@ class StreamWindow:
         return self._release(final=True) if self._held else []
 
     def _release(self, *, final: bool) -> list[dict]:
-        verdict = self._guardrail.check([self._held])
-        if verdict.blocked:
+        try:
+            verdict = self._guardrail.check([self._held])
+        except GuardrailFailureError:
+            verdict = None  # fail_fast: a window no guardrail could check never goes out
+        if verdict is None or verdict.blocked:
             self.blocked = True
             self._held = ""
             return []

@@ -100,6 +100,8 @@ class Metrics:
                                         "waited out (redis_unavailable).", ("reason",))
         self.blocked = counter("budgateway_blocking_matches", "Requests a blocking rule matched, by rule type and "
                                "action (block: refused; log: recorded and let through).", ("rule_type", "action"))
+        self.guardrail_failures = counter("budgateway_guardrail_failures", "Guardrail provider calls that gave no "
+                                          "verdict (timeouts, errors), by profile.", ("profile",))
         self.spans_dropped = Counter("budgateway_trace_spans_dropped", "Trace spans the exporter could not send.",
                                      registry=registry)
 
@@ -174,6 +176,9 @@ class Metrics:
 
     def blocking_matched(self, rule_type: str, action: str) -> None:
         self.blocked(rule_type, action).inc()
+
+    def guardrail_failed(self, profile: str) -> None:
+        self.guardrail_failures(profile).inc()
 
     def limit_denied(self, model: str, code: str) -> None:
         self.limit_denials(model, code).inc()
