@@ -88,6 +88,33 @@ class Guardrail:
                 return Verdict(True, texts, redacted, kinds + flagged)
         return Verdict(False, texts, redacted, kinds)
 
+    def check_window(self, text: str, cut: int) -> tuple[bool, str, int]:
+        """A stream's held ``text``, of which ``text[:cut]`` is to go out: (blocked, what goes out,
+        where it ends in ``text``). A blocking finding anywhere in the held text blocks; redactions act
+        on the findings that end before the cut; while a finding runs across the cut nothing goes out
+        (the window waits for more text); and what stays held is kept as it came, so the next scan sees
+        a finding whole (a card is never half of it taken for a phone number)."""
+        findings = [(f, guard, action) for guard, action in self._providers for f in guard.findings(text)]
+        # A block acts on any finding held, but for one that reaches the end of what has arrived
+        # (more may follow: a longer number, a longer word), unless the stream has ended.
+        final = cut == len(text)
+        if any(action == "block" and (final or f.end < len(text)) for f, _, action in findings):
+            return True, "", cut
+        if any(f.start < cut < f.end for f, _, _ in findings):
+            return False, "", 0
+        acting = [(f, guard, action) for f, guard, action in findings if f.end <= cut]
+        if any(action == "block" for _, _, action in acting):
+            return True, "", cut
+        redactions = sorted((f for f, _, action in acting if action == "redact"), key=lambda f: (f.start, -f.end))
+        kept = []
+        for f in redactions:
+            if not kept or f.start >= kept[-1].end:
+                kept.append(f)
+        out = LocalGuard.redact(text[:cut], kept) if kept else text[:cut]
+        if self._remote and out and self._ask_remote([out]):
+            return True, "", cut
+        return False, out, cut
+
     def _ask_remote(self, texts: list[str]) -> list[str]:
         def one(provider: OpenAIModeration) -> list[str]:
             try:

@@ -2,8 +2,8 @@
 
 Text collects until a window (``[gateway.guardrails] stream_window_chars``) plus an overlap is held;
 the whole of it is scanned, the window goes out (redacted if need be) as one chunk, and the overlap
-stays held with the next text, so a finding across a window's edge (a card number split over
-chunks) is scanned whole before any of it leaves. A block ends the stream: none of the flagged
+stays held, unredacted, with the next text, so a finding across a window's edge (a card number split
+over chunks) is scanned whole before any of it leaves. A block ends the stream: none of the flagged
 window's text goes out, and a last chunk says ``finish_reason: "content_filter"``.
 """
 
@@ -70,18 +70,18 @@ class StreamWindow:
         return self._release(final=True) if self._held else []
 
     def _release(self, *, final: bool) -> list[dict]:
+        held = self._held
+        cut = len(held) if final else max(len(held) - self._overlap, 0)
         try:
-            verdict = self._guardrail.check([self._held])
+            blocked, out, cut = self._guardrail.check_window(held, cut)
         except GuardrailFailureError:
-            verdict = None  # fail_fast: a window no guardrail could check never goes out
-        if verdict is None or verdict.blocked:
+            blocked, out = True, ""  # fail_fast: a window no guardrail could check never goes out
+        if blocked:
             self.blocked = True
             self._held = ""
             return []
-        text = verdict.texts[0]
-        self.redacted = self.redacted or verdict.redacted
-        cut = len(text) if final else max(len(text) - self._overlap, 0)
-        out, self._held = text[:cut], text[cut:]
+        self.redacted = self.redacted or out != held[:cut]
+        self._held = held[cut:]
         return [_with_text(self._template, out)] if out and self._template is not None else []
 
     def blocked_chunk(self) -> dict:
