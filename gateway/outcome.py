@@ -114,7 +114,7 @@ class Outcome:
         "block_reason",
         "block_rule_id",
         "blocks",
-        "guardrail",
+        "guardrail_scans",
         "request_body",
         "response_body",
         "tags",
@@ -167,8 +167,8 @@ class Outcome:
         self.block_rule_id: str | None = None
         #: Every blocking rule the request matched, blocking or only logged: ``guard.rules.Match`` objects.
         self.blocks: list | None = None
-        #: The guardrail verdicts: ``{"input": action, "output": action}`` (blocked, redacted or passed).
-        self.guardrail: dict[str, str] | None = None
+        #: The guardrail scans (``guard.guardrails.Scan``): the verdicts, for the analytics rows.
+        self.guardrail_scans: list | None = None
         #: The client's parsed body, and the answer as sent, for ``store_content``.
         self.request_body: Any = None
         self.response_body: bytes | None = None

@@ -21,7 +21,7 @@ from gateway.guard.moderation import GuardrailUnavailable, OpenAIModeration
 from gateway.guard.pii import LocalGuard
 from providers.http import UpstreamClient
 
-__all__ = ["Guardrail", "GuardrailFailureError", "Verdict", "build_guardrails"]
+__all__ = ["Guardrail", "GuardrailFailureError", "Scan", "Verdict", "build_guardrails"]
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +35,47 @@ class GuardrailFailureError(GatewayError):
 class Verdict:
     """What a profile made of some texts: ``blocked``, or the texts as they may go on (redacted or not)."""
 
-    __slots__ = ("blocked", "texts", "redacted", "kinds")
+    __slots__ = ("blocked", "texts", "redacted", "kinds", "score")
 
-    def __init__(self, blocked: bool, texts: list[str], redacted: bool, kinds: list[str]) -> None:
+    def __init__(self, blocked: bool, texts: list[str], redacted: bool, kinds: list[str], score: float = 0.0) -> None:
         self.blocked = blocked
         self.texts = texts
         self.redacted = redacted
-        #: What was found, by kind (email, credit_card, pattern:NAME, deny_word, ...).
+        #: What was found, by kind (email, credit_card, pattern:NAME, deny_word, moderation:CATEGORY, ...).
         self.kinds = kinds
+        #: How sure: 1 for a local finding, a moderation category's score, 0 for nothing found.
+        self.score = score
+
+
+class Scan:
+    """One scan for the ``GuardrailInference`` rows: which profile, on what, what it found and did."""
+
+    __slots__ = ("profile", "guard_type", "flagged", "score", "kinds", "action", "latency_ms", "started_at")
+
+    def __init__(self, profile: str, guard_type: str, started_at: float) -> None:
+        self.profile = profile
+        self.guard_type = guard_type
+        self.started_at = started_at
+        self.flagged = False
+        self.score = 0.0
+        self.kinds: list[str] = []
+        #: "passed", "redacted" or "blocked" ("failed": no provider could answer under fail_fast).
+        self.action = "passed"
+        self.latency_ms = 0.0
+
+    def add(self, verdict: Verdict | None, latency_s: float) -> None:
+        """Count one verdict into the scan (None: the guardrail failed)."""
+        self.latency_ms += latency_s * 1000.0
+        if verdict is None:
+            self.action = "failed"
+            return
+        self.kinds += verdict.kinds
+        self.score = max(self.score, verdict.score)
+        self.flagged = self.flagged or verdict.blocked or verdict.redacted or bool(verdict.kinds)
+        if verdict.blocked:
+            self.action = "blocked"
+        elif verdict.redacted and self.action == "passed":
+            self.action = "redacted"
 
 
 class Guardrail:
@@ -79,44 +112,46 @@ class Guardrail:
                     continue
                 kinds += [f.kind for f in findings]
                 if action == "block":
-                    return Verdict(True, texts, redacted, kinds)
+                    return Verdict(True, texts, redacted, kinds, 1.0)
                 texts[i] = guard.redact(text, findings)
                 redacted = True
         if self._remote:
             flagged = self._ask_remote(texts)
             if flagged:
-                return Verdict(True, texts, redacted, kinds + flagged)
-        return Verdict(False, texts, redacted, kinds)
+                return Verdict(True, texts, redacted, kinds + [k for k, _ in flagged], max(v for _, v in flagged))
+        return Verdict(False, texts, redacted, kinds, 1.0 if kinds else 0.0)
 
-    def check_window(self, text: str, cut: int) -> tuple[bool, str, int]:
-        """A stream's held ``text``, of which ``text[:cut]`` is to go out: (blocked, what goes out,
-        where it ends in ``text``). A blocking finding anywhere in the held text blocks; redactions act
-        on the findings that end before the cut; while a finding runs across the cut nothing goes out
-        (the window waits for more text); and what stays held is kept as it came, so the next scan sees
-        a finding whole (a card is never half of it taken for a phone number)."""
-        findings = [(f, guard, action) for guard, action in self._providers for f in guard.findings(text)]
+    def check_window(self, text: str, cut: int) -> tuple[Verdict, int]:
+        """A stream's held ``text``, of which ``text[:cut]`` is to go out: the verdict (its one text is
+        what goes out) and where that ends in ``text``. A blocking finding anywhere in the held text
+        blocks; redactions act on the findings that end before the cut; while a finding runs across
+        the cut nothing goes out (the window waits for more text); and what stays held is kept as it
+        came, so the next scan sees a finding whole (a card is never half of it taken for a phone)."""
+        findings = [(f, action) for guard, action in self._providers for f in guard.findings(text)]
         # A block acts on any finding held, but for one that reaches the end of what has arrived
         # (more may follow: a longer number, a longer word), unless the stream has ended.
         final = cut == len(text)
-        if any(action == "block" and (final or f.end < len(text)) for f, _, action in findings):
-            return True, "", cut
-        if any(f.start < cut < f.end for f, _, _ in findings):
-            return False, "", 0
-        acting = [(f, guard, action) for f, guard, action in findings if f.end <= cut]
-        if any(action == "block" for _, _, action in acting):
-            return True, "", cut
-        redactions = sorted((f for f, _, action in acting if action == "redact"), key=lambda f: (f.start, -f.end))
+        blocking = [f.kind for f, action in findings if action == "block" and (final or f.end < len(text))]
+        if blocking:
+            return Verdict(True, [""], False, blocking, 1.0), cut
+        if any(f.start < cut < f.end for f, _ in findings):
+            return Verdict(False, [""], False, []), 0
+        acting = sorted((f for f, action in findings if action == "redact" and f.end <= cut),
+                        key=lambda f: (f.start, -f.end))
         kept = []
-        for f in redactions:
+        for f in acting:
             if not kept or f.start >= kept[-1].end:
                 kept.append(f)
         out = LocalGuard.redact(text[:cut], kept) if kept else text[:cut]
-        if self._remote and out and self._ask_remote([out]):
-            return True, "", cut
-        return False, out, cut
+        kinds = [f.kind for f in kept]
+        if self._remote and out:
+            flagged = self._ask_remote([out])
+            if flagged:
+                return Verdict(True, [""], False, kinds + [k for k, _ in flagged], max(v for _, v in flagged)), cut
+        return Verdict(False, [out], bool(kept), kinds, 1.0 if kept else 0.0), cut
 
-    def _ask_remote(self, texts: list[str]) -> list[str]:
-        def one(provider: OpenAIModeration) -> list[str]:
+    def _ask_remote(self, texts: list[str]) -> list[tuple[str, float]]:
+        def one(provider: OpenAIModeration) -> list[tuple[str, float]]:
             try:
                 return provider.flagged(texts)
             except GuardrailUnavailable as e:
@@ -127,7 +162,7 @@ class Guardrail:
                 return []
 
         if not self._parallel or len(self._remote) == 1:
-            flagged: list[str] = []
+            flagged: list[tuple[str, float]] = []
             for provider in self._remote:
                 flagged += one(provider)
                 if flagged:

@@ -46,9 +46,9 @@ class OpenAIModeration:
         self._threshold = float(value if value is not None else threshold if threshold is not None else 0.5)
         self._timeout_s = float(options.get("timeout_ms") or 2000) / 1000.0
 
-    def flagged(self, texts: list[str]) -> list[str]:
-        """The categories flagged over every probe model (empty: nothing flagged)."""
-        found: list[str] = []
+    def flagged(self, texts: list[str]) -> list[tuple[str, float]]:
+        """``(moderation:CATEGORY, score)`` for each category flagged by a probe model (empty: none)."""
+        found: list[tuple[str, float]] = []
         for model, categories in self._probes.items():
             for result in self._call(model, texts):
                 scores = result.get("category_scores") if isinstance(result, dict) else None
@@ -57,7 +57,7 @@ class OpenAIModeration:
                 for category, score in scores.items():
                     if (not categories or category in categories) and isinstance(score, (int, float)) \
                             and score >= self._threshold:
-                        found.append(f"moderation:{category}")
+                        found.append((f"moderation:{category}", float(score)))
         return found
 
     def _call(self, model: str, texts: list[str]) -> list:

@@ -9,9 +9,10 @@ window's text goes out, and a last chunk says ``finish_reason: "content_filter"`
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from gateway.guard.guardrails import Guardrail, GuardrailFailureError
+from gateway.guard.guardrails import Guardrail, GuardrailFailureError, Scan
 
 __all__ = ["StreamWindow"]
 
@@ -22,8 +23,10 @@ OVERLAP = 64
 class StreamWindow:
     """For OpenAI chunks: chat (``choices[0].delta.content``) or completions (``choices[0].text``)."""
 
-    def __init__(self, guardrail: Guardrail, size: int, overlap: int = OVERLAP) -> None:
+    def __init__(self, guardrail: Guardrail, size: int, overlap: int = OVERLAP, scan: Scan | None = None) -> None:
         self._guardrail = guardrail
+        #: The stream's one scan record: every window's verdict counted into it.
+        self._scan = scan
         self._size = size
         self._overlap = overlap
         self._held = ""
@@ -72,10 +75,15 @@ class StreamWindow:
     def _release(self, *, final: bool) -> list[dict]:
         held = self._held
         cut = len(held) if final else max(len(held) - self._overlap, 0)
+        started = time.monotonic()
         try:
-            blocked, out, cut = self._guardrail.check_window(held, cut)
+            verdict, cut = self._guardrail.check_window(held, cut)
         except GuardrailFailureError:
-            blocked, out = True, ""  # fail_fast: a window no guardrail could check never goes out
+            verdict = None  # fail_fast: a window no guardrail could check never goes out
+        if self._scan is not None:
+            self._scan.add(verdict, time.monotonic() - started)
+        blocked = verdict is None or verdict.blocked
+        out = "" if blocked else verdict.texts[0]
         if blocked:
             self.blocked = True
             self._held = ""

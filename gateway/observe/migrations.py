@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from gateway.observe.tables import ANALYTICS, BLOCKING_EVENTS, INFERENCES, Dialect, Table
+from gateway.observe.tables import ANALYTICS, BLOCKING_EVENTS, GUARDRAILS, INFERENCES, Dialect, Table
 
 __all__ = ["MIGRATIONS", "MIGRATIONS_TABLE", "migrate"]
 
@@ -24,6 +24,7 @@ MIGRATIONS: tuple[tuple[int, str, Table], ...] = (
     (1, "create GatewayAnalytics", ANALYTICS),
     (2, "create ModelInference", INFERENCES),
     (3, "create GatewayBlockingEvents", BLOCKING_EVENTS),
+    (4, "create GuardrailInference", GUARDRAILS),
 )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.observe.geoip import NOWHERE, GeoIP
-from gateway.observe.tables import ANALYTICS, BLOCKING_EVENTS, INFERENCES
+from gateway.observe.tables import ANALYTICS, BLOCKING_EVENTS, GUARDRAILS, INFERENCES
 from gateway.observe.useragent import parse_agent
 from gateway.outcome import Outcome, new_inference_id
 from providers.jsonio import dumps
@@ -51,6 +51,13 @@ class AnalyticsRecorder:
             place = self._geoip.lookup(ctx.client_ip) if self._geoip is not None and ctx.client_ip else NOWHERE
             for match in outcome.blocks:
                 self._put(BLOCKING_EVENTS.name, self._blocking_row(outcome, ctx, match, place.country_code))
+        for scan in outcome.guardrail_scans or ():
+            self._put(GUARDRAILS.name, {
+                "id": new_inference_id(), "inference_id": outcome.inference_id, "guardrail_profile": scan.profile,
+                "guard_type": scan.guard_type, "flagged": scan.flagged, "confidence_score": scan.score,
+                "provider_results": dumps({"found": scan.kinds}).decode(), "action_taken": scan.action,
+                "scan_latency_ms": scan.latency_ms, "scan_started_at": scan.started_at,
+            })
         attempts = outcome.attempts
         if attempts:
             request = _text(outcome.request_body) if self._store_content else None

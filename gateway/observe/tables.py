@@ -14,7 +14,7 @@ from typing import Any
 
 import ujson
 
-__all__ = ["ANALYTICS", "BLOCKING_EVENTS", "INFERENCES", "TABLES", "Column", "Dialect", "Table"]
+__all__ = ["ANALYTICS", "BLOCKING_EVENTS", "GUARDRAILS", "INFERENCES", "TABLES", "Column", "Dialect", "Table"]
 
 #: ClickHouse releases since which the better types exist (DateTime64: 20.1, Bool: 21.12, Map: 21.8).
 _NEW_TYPES = (21, 12)
@@ -101,7 +101,19 @@ BLOCKING_EVENTS = Table(
     time_column="blocked_at",
 )
 
-TABLES: Mapping[str, Table] = {t.name: t for t in (ANALYTICS, INFERENCES, BLOCKING_EVENTS)}
+GUARDRAILS = Table(
+    "GuardrailInference",
+    [
+        _c("id", "uuid", False), _c("inference_id", "uuid", False), _c("guardrail_profile", "str", False),
+        _c("guard_type", "lowstr", False), _c("flagged", "bool", False), _c("confidence_score", "float", False),
+        _c("provider_results", "str", False), _c("action_taken", "lowstr", False),
+        _c("scan_latency_ms", "float", False), _c("scan_started_at", "time", False),
+    ],
+    order_by="(scan_started_at, id)",
+    time_column="scan_started_at",
+)
+
+TABLES: Mapping[str, Table] = {t.name: t for t in (ANALYTICS, INFERENCES, BLOCKING_EVENTS, GUARDRAILS)}
 
 
 def _utc(seconds: float) -> dt.datetime:

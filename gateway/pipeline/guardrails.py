@@ -10,14 +10,15 @@ kinds (Anthropic's events, forwarded streams) are not scanned yet, so they are r
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import falcon
 import ujson
 
-from gateway.errors import ContentFilterError, InvalidRequestError, ServiceUnavailableError
-from gateway.guard.guardrails import Guardrail
+from gateway.errors import ContentFilterError, GatewayError, InvalidRequestError, ServiceUnavailableError
+from gateway.guard.guardrails import Guardrail, Scan, Verdict
 from gateway.guard.texts import answer_slots, request_slots
 from gateway.guard.window import StreamWindow
 from gateway.relay import SSEStream
@@ -61,15 +62,12 @@ class GuardrailStage:
         slots = request_slots(ctx.body, resource.capability, ctx.error_format == "anthropic")
         if not slots:
             return
-        verdict = guardrail.check([holder[key] for holder, key in slots])
-        outcome = ctx.outcome
+        verdict = _scan(ctx.outcome, guardrail, "input", [holder[key] for holder, key in slots])
         if verdict.blocked:
-            outcome.guardrail = {"input": "blocked"}
             raise ContentFilterError("Input content violates content policy")
         if verdict.redacted:
             for (holder, key), text in zip(slots, verdict.texts, strict=True):
                 holder[key] = text
-        outcome.guardrail = {"input": "redacted" if verdict.redacted else "passed"}
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool) -> None:
         ctx = req.context
@@ -80,9 +78,9 @@ class GuardrailStage:
             return
         if ctx.stream is not None:
             if isinstance(ctx.stream, SSEStream):
-                window = StreamWindow(guardrail, self._window_chars)
-                ctx.stream.hold_back(window)
-                ctx.outcome.guardrail = {**(ctx.outcome.guardrail or {}), "output": "scanned"}
+                scan = Scan(guardrail.id, "output", time.time())
+                ctx.stream.hold_back(StreamWindow(guardrail, self._window_chars, scan=scan))
+                ctx.outcome.guardrail_scans = [*(ctx.outcome.guardrail_scans or ()), scan]
             return
         if not resp.data:
             return
@@ -93,7 +91,7 @@ class GuardrailStage:
         slots = answer_slots(answer, resource.capability, ctx.error_format == "anthropic")
         if not slots:
             return
-        verdict = guardrail.check([holder[key] for (holder, key), _ in slots])
+        verdict = _scan(ctx.outcome, guardrail, "output", [holder[key] for (holder, key), _ in slots])
         if verdict.blocked:
             for (holder, key), choice in slots:
                 holder[key] = ""
@@ -110,4 +108,17 @@ class GuardrailStage:
             action = "passed"
         if action != "passed":
             resp.data = dumps(answer)
-        ctx.outcome.guardrail = {**(ctx.outcome.guardrail or {}), "output": action}
+
+
+def _scan(outcome, guardrail: Guardrail, guard_type: str, texts: list[str]) -> Verdict:
+    """``guardrail.check(texts)``, recorded on the outcome as one scan."""
+    scan = Scan(guardrail.id, guard_type, time.time())
+    outcome.guardrail_scans = [*(outcome.guardrail_scans or ()), scan]
+    started = time.monotonic()
+    try:
+        verdict = guardrail.check(texts)
+    except GatewayError:
+        scan.add(None, time.monotonic() - started)
+        raise
+    scan.add(verdict, time.monotonic() - started)
+    return verdict

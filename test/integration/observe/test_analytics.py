@@ -160,8 +160,8 @@ def test_health_names_clickhouse_and_is_not_recorded(gw, clickhouse, analytics_d
 
 def test_migrations_are_recorded_once(gw, clickhouse, analytics_db):
     gw.request("POST", "/v1/chat/completions", {"model": "free", "messages": MESSAGES})
-    rows = wait_rows(clickhouse, f"SELECT number, name FROM {analytics_db}.BudgatewayMigrations ORDER BY number", 3)
-    assert [r["number"] for r in rows] == [1, 2, 3]
+    rows = wait_rows(clickhouse, f"SELECT number, name FROM {analytics_db}.BudgatewayMigrations ORDER BY number", 4)
+    assert [r["number"] for r in rows] == [1, 2, 3, 4]
 
 
 def test_sdk_errors_are_rows_too(gw, clickhouse, analytics_db):
