@@ -14,7 +14,7 @@ from gateway.config.loader import auth_enabled
 from gateway.config.schema import Config
 from gateway.errors import GatewayError, ProviderAnswerError, error_body
 from gateway.guard.blocking import BlockingRules
-from gateway.guard.guardrails import build_guardrails
+from gateway.guard.guardrails import Guardrail, build_guardrails
 from gateway.limits.limiter import RateLimiter
 from gateway.limits.overrides import RateLimitOverrides
 from gateway.limits.quotas import UsageConsumer, UsageTable
@@ -39,6 +39,7 @@ from gateway.resources.models import Models
 from gateway.routing import Router
 from gateway.stores.blocking import BlockingMirror
 from gateway.stores.crypto import load_decryptor
+from gateway.stores.guardrails import GuardrailMirror
 from gateway.stores.keys import KeyTable
 from gateway.stores.limits import RateLimitMirror
 from gateway.stores.resp import RespClient
@@ -123,10 +124,15 @@ def create_app(
         blocking = BlockingRules(settings.blocking.rules, fast)
         mirrors.append(BlockingMirror(blocking))
         closers.append(lambda timeout: blocking.close())
+    guardrails = build_guardrails(config.guardrails, http, metrics.guardrail_failed, credential_store)
     sync = None
     if redis_url:
+        decryptor = load_decryptor()
+        mirrors.append(GuardrailMirror(
+            guardrails, lambda p: Guardrail(p, http, metrics.guardrail_failed, credential_store), decryptor,
+            credential_store))
         client = connect(redis_url, settings.redis_max_connections, settings.redis_timeout_s)
-        sync = RedisSync(client, keys, catalog, credential_store, registry, load_decryptor(), settings.resync_interval_s,
+        sync = RedisSync(client, keys, catalog, credential_store, registry, decryptor, settings.resync_interval_s,
                          mirrors)
         sync.start()
     hooks = []
@@ -154,8 +160,7 @@ def create_app(
         stages.append(RateLimitStage(limiter, settings.rate_limits, config.rate_limiting, overrides,
                                      denied=metrics.limit_denied))
     # NOTE: always there: a run-time model may name a profile, and one that is not loaded fails closed.
-    stages.append(GuardrailStage(build_guardrails(config.guardrails, http, metrics.guardrail_failed),
-                                 settings.guardrails_window_chars))
+    stages.append(GuardrailStage(guardrails, settings.guardrails_window_chars))
     app = GatewayApp(observers, closers, request_type=GatewayRequest, middleware=stages)
     app.req_options.strip_url_path_trailing_slash = True
 

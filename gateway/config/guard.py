@@ -13,7 +13,7 @@ from gateway.guard.pii import LocalGuard
 from gateway.guard.rules import parse_rule
 from providers.credentials import parse_location
 
-__all__ = ["SECTION_KEYS", "blocking", "guardrails", "stream_window_chars"]
+__all__ = ["SECTION_KEYS", "blocking", "guardrails", "profile", "stream_window_chars"]
 
 SECTION_KEYS = frozenset({"blocking", "guardrails"})
 #: The environment variable that sets the stream window when the config does not.
@@ -51,32 +51,33 @@ _OPENAI_KEYS = {"type", "api_base", "api_key_location", "probe_config", "severit
 
 
 def guardrails(c: Checker, data: Any) -> dict[str, GuardrailProfile]:
-    profiles = {}
-    for profile_id, raw in c.table(data, "guardrails", None).items():
-        path = f"guardrails.{key_path(profile_id)}"
-        d = c.table(raw, path, _PROFILE_KEYS)
-        types = c.str_list(d, "guard_types", path, _GUARD_TYPES)
-        for i, kind in enumerate(types):
-            if kind not in _GUARD_TYPES:
-                c.fail(f"{path}.guard_types[{i}]", 'one of "input", "output"')
-        mode = c.get(d, "execution_mode", path, (str,), "parallel")
-        if mode not in ("parallel", "sequential"):
-            c.fail(f"{path}.execution_mode", 'one of "parallel", "sequential"')
-        failure = c.get(d, "failure_mode", path, (str,), "best_effort")
-        if failure not in ("best_effort", "fail_fast"):
-            c.fail(f"{path}.failure_mode", 'one of "best_effort", "fail_fast"')
-        providers = []
-        for name, pdata in c.table(d.get("providers", {}), f"{path}.providers", None).items():
-            ppath = f"{path}.providers.{key_path(name)}"
-            found = _guard_provider(c, name, pdata, ppath)
-            if found is not None:
-                providers.append(found)
-        if not providers and "providers" in d:
-            c.fail(f"{path}.providers", "names no provider")
-        threshold = c.get(d, "severity_threshold", path, (int, float), None)
-        profiles[profile_id] = GuardrailProfile(profile_id, frozenset(types), tuple(providers), mode, failure,
-                                                None if threshold is None else float(threshold))
-    return profiles
+    return {profile_id: profile(c, profile_id, raw, f"guardrails.{key_path(profile_id)}")
+            for profile_id, raw in c.table(data, "guardrails", None).items()}
+
+
+def profile(c: Checker, profile_id: str, data: Any, path: str) -> GuardrailProfile:
+    """One profile: a ``[guardrails."ID"]`` table, or a ``guardrail_table:{id}`` entry of budapp's."""
+    d = c.table(data, path, _PROFILE_KEYS)
+    types = c.str_list(d, "guard_types", path, _GUARD_TYPES)
+    for i, kind in enumerate(types):
+        if kind not in _GUARD_TYPES:
+            c.fail(f"{path}.guard_types[{i}]", 'one of "input", "output"')
+    mode = c.get(d, "execution_mode", path, (str,), "parallel")
+    if mode not in ("parallel", "sequential"):
+        c.fail(f"{path}.execution_mode", 'one of "parallel", "sequential"')
+    failure = c.get(d, "failure_mode", path, (str,), "best_effort")
+    if failure not in ("best_effort", "fail_fast"):
+        c.fail(f"{path}.failure_mode", 'one of "best_effort", "fail_fast"')
+    providers = []
+    for name, pdata in c.table(d.get("providers", {}), f"{path}.providers", None).items():
+        found = _guard_provider(c, name, pdata, f"{path}.providers.{key_path(name)}")
+        if found is not None:
+            providers.append(found)
+    if not providers and "providers" in d:
+        c.fail(f"{path}.providers", "names no provider")
+    threshold = c.get(d, "severity_threshold", path, (int, float), None)
+    return GuardrailProfile(profile_id, frozenset(types), tuple(providers), mode, failure,
+                            None if threshold is None else float(threshold))
 
 
 def _guard_provider(c: Checker, name: str, data: Any, path: str) -> GuardProviderConfig | None:

@@ -19,6 +19,7 @@ from gateway.config.schema import GuardrailProfile
 from gateway.errors import GatewayError
 from gateway.guard.moderation import GuardrailUnavailable, OpenAIModeration
 from gateway.guard.pii import LocalGuard
+from providers.credentials import Secret
 from providers.http import UpstreamClient
 
 __all__ = ["Guardrail", "GuardrailFailureError", "Scan", "Verdict", "build_guardrails"]
@@ -82,12 +83,12 @@ class Guardrail:
     """``failed(profile_id)`` counts a remote provider that could not answer (best effort)."""
 
     def __init__(self, profile: GuardrailProfile, http: UpstreamClient | None = None,
-                 failed: Callable[[str], None] | None = None) -> None:
+                 failed: Callable[[str], None] | None = None, store: Mapping[str, Secret] | None = None) -> None:
         self.id = profile.id
         self.guard_types = profile.guard_types
         self._providers = [(LocalGuard(p.options["pii"], p.options["patterns"], p.options["deny_words"]),
                             p.options["action"]) for p in profile.providers if p.type == "local"]
-        self._remote = [OpenAIModeration(p.name, p.options, http, profile.severity_threshold)
+        self._remote = [OpenAIModeration(p.name, p.options, http, profile.severity_threshold, store)
                         for p in profile.providers if p.type == "openai"]
         self._parallel = profile.execution_mode == "parallel"
         self._fail_fast = profile.failure_mode == "fail_fast"
@@ -179,5 +180,6 @@ class Guardrail:
 
 
 def build_guardrails(profiles: Mapping[str, GuardrailProfile], http: UpstreamClient | None = None,
-                     failed: Callable[[str], None] | None = None) -> dict[str, Guardrail]:
-    return {profile_id: Guardrail(profile, http, failed) for profile_id, profile in profiles.items()}
+                     failed: Callable[[str], None] | None = None,
+                     store: Mapping[str, Secret] | None = None) -> dict[str, Guardrail]:
+    return {profile_id: Guardrail(profile, http, failed, store) for profile_id, profile in profiles.items()}

@@ -17,7 +17,7 @@ import gevent
 import ujson
 
 from providers.base import Attempt
-from providers.credentials import Credential, CredentialError
+from providers.credentials import Credential, CredentialError, Secret
 from providers.http import UpstreamClient
 
 __all__ = ["GuardrailUnavailable", "OpenAIModeration"]
@@ -35,11 +35,12 @@ class GuardrailUnavailable(Exception):
 class OpenAIModeration:
     action = "block"
 
-    def __init__(self, name: str, options: Mapping[str, Any], http: UpstreamClient, threshold: float | None) -> None:
+    def __init__(self, name: str, options: Mapping[str, Any], http: UpstreamClient, threshold: float | None,
+                 store: Mapping[str, Secret] | None = None) -> None:
         self.name = name
         self._http = http
         self._url = str(options.get("api_base") or DEFAULT_BASE).rstrip("/") + "/moderations"
-        self._credential = Credential(str(options.get("api_key_location") or DEFAULT_KEY))
+        self._credential = Credential(str(options.get("api_key_location") or DEFAULT_KEY), store)
         probes = options.get("probe_config") or {"omni-moderation-latest": []}
         self._probes = {model: frozenset(categories) for model, categories in probes.items()}
         value = options.get("severity_threshold")

@@ -131,6 +131,8 @@ class RedisSync:
         self._db = client.connection_pool.connection_kwargs.get("db", 0)
         self._greenlet: gevent.Greenlet | None = None
         self._seen_ciphertexts: set[str] = set()
+        #: The credential store's names the model table put there.
+        self._model_secrets: set[str] = set()
         #: "starting", "ok" or "error": what /health reports.
         self.status = "starting"
 
@@ -228,10 +230,12 @@ class RedisSync:
         self._decryptor.retain(set(self._seen_ciphertexts))
         self._seen_ciphertexts.clear()
         published = self._client.get(PUBLISHED)
-        # Swap: credentials first, so no model is served before its credential is there.
-        for name in [n for n in self._store if n not in secrets]:
-            del self._store[name]
+        # Swap: credentials first, so no model is served before its credential is there. Only the models'
+        # own go: the store holds the mirrors' too (guardrail profiles' keys).
+        for name in self._model_secrets - set(secrets):
+            self._store.pop(name, None)
         self._store.update(secrets)
+        self._model_secrets = set(secrets)
         self._catalog.replace_dynamic(models, unavailable)
         self._keys.replace_all(keys)
         self._keys.set_published(published)
