@@ -46,7 +46,8 @@ _GUARD_TYPES = ("input", "output")
 _LOCAL_KEYS = {"type", "pii", "action", "patterns", "deny_words"}
 #: Provider types a profile may name, and those not served yet (refused at start, by key path).
 GUARD_PROVIDERS = ("local", "openai", "azure_content_safety")
-_NOT_YET = ("azure_content_safety",)
+_AZURE_KEYS = {"type", "endpoint", "api_key_location", "categories", "severity_threshold", "timeout_ms",
+               "api_version"}
 _OPENAI_KEYS = {"type", "api_base", "api_key_location", "probe_config", "severity_threshold", "timeout_ms"}
 
 
@@ -86,9 +87,8 @@ def _guard_provider(c: Checker, name: str, data: Any, path: str) -> GuardProvide
     if kind not in GUARD_PROVIDERS:
         c.fail(f"{path}.type", f"one of: {', '.join(GUARD_PROVIDERS)}")
         return None
-    if kind in _NOT_YET:
-        c.fail(f"{path}.type", f'"{kind}" guardrails are not supported yet (only "local" and "openai")')
-        return None
+    if kind == "azure_content_safety":
+        return _azure_provider(c, name, d, path)
     if kind == "openai":
         return _openai_provider(c, name, d, path)
     c.table(d, path, _LOCAL_KEYS)
@@ -144,3 +144,26 @@ def _openai_provider(c: Checker, name: str, d: dict, path: str) -> GuardProvider
     return GuardProviderConfig(name, "openai", MappingProxyType({
         "api_base": base, "api_key_location": location, "probe_config": probes or None,
         "severity_threshold": threshold, "timeout_ms": timeout}))
+
+
+def _azure_provider(c: Checker, name: str, d: dict, path: str) -> GuardProviderConfig | None:
+    c.table(d, path, _AZURE_KEYS)
+    endpoint = c.get(d, "endpoint", path, (str,), None)
+    if endpoint is None:
+        c.fail(f"{path}.endpoint", "missing (the Content Safety resource's endpoint)")
+    elif not endpoint.startswith(("http://", "https://")):
+        c.fail(f"{path}.endpoint", f'"{endpoint}" is not an http:// or https:// URL')
+    location = c.get(d, "api_key_location", path, (str,), None)
+    if location is not None:
+        try:
+            parse_location(location)
+        except ValueError as e:
+            c.fail(f"{path}.api_key_location", str(e))
+    categories = c.str_list(d, "categories", path, ())
+    threshold = c.get(d, "severity_threshold", path, (int,), None)
+    if threshold is not None and not 0 <= threshold <= 7:
+        c.fail(f"{path}.severity_threshold", f"a severity from 0 to 7, got {threshold}")
+    return GuardProviderConfig(name, "azure_content_safety", MappingProxyType({
+        "endpoint": endpoint, "api_key_location": location, "categories": categories or None,
+        "severity_threshold": threshold, "timeout_ms": c.positive(d, "timeout_ms", path, 2000),
+        "api_version": c.get(d, "api_version", path, (str,), None)}))

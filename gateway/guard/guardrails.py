@@ -2,7 +2,7 @@
 
 The ``local`` providers run first, in order: one whose ``action`` is ``block`` and that finds anything
 blocks; one whose action is ``redact`` rewrites what it found, and the next reads the rewritten text.
-Then the remote ones (``openai`` moderation) on the texts as they would go on: all at once with
+Then the remote ones (``openai``, ``azure_content_safety``) on the texts as they would go on: all at once with
 ``execution_mode = "parallel"``, one after another with ``"sequential"``; any that flags blocks. A
 remote provider that cannot answer lets the text through under ``failure_mode = "best_effort"``
 (counted), and fails the request under ``"fail_fast"``.
@@ -17,7 +17,7 @@ import gevent
 
 from gateway.config.schema import GuardrailProfile
 from gateway.errors import GatewayError
-from gateway.guard.moderation import GuardrailUnavailable, OpenAIModeration
+from gateway.guard.moderation import AzureContentSafety, GuardrailUnavailable, OpenAIModeration, RemoteGuard
 from gateway.guard.pii import LocalGuard
 from providers.credentials import Secret
 from providers.http import UpstreamClient
@@ -88,8 +88,10 @@ class Guardrail:
         self.guard_types = profile.guard_types
         self._providers = [(LocalGuard(p.options["pii"], p.options["patterns"], p.options["deny_words"]),
                             p.options["action"]) for p in profile.providers if p.type == "local"]
-        self._remote = [OpenAIModeration(p.name, p.options, http, profile.severity_threshold, store)
-                        for p in profile.providers if p.type == "openai"]
+        self._remote: list[RemoteGuard] = [
+            OpenAIModeration(p.name, p.options, http, profile.severity_threshold, store) if p.type == "openai"
+            else AzureContentSafety(p.name, p.options, http, store)
+            for p in profile.providers if p.type in ("openai", "azure_content_safety")]
         self._parallel = profile.execution_mode == "parallel"
         self._fail_fast = profile.failure_mode == "fail_fast"
         self._failed = failed or (lambda profile_id: None)
@@ -152,7 +154,7 @@ class Guardrail:
         return Verdict(False, [out], bool(kept), kinds, 1.0 if kept else 0.0), cut
 
     def _ask_remote(self, texts: list[str]) -> list[tuple[str, float]]:
-        def one(provider: OpenAIModeration) -> list[tuple[str, float]]:
+        def one(provider: RemoteGuard) -> list[tuple[str, float]]:
             try:
                 return provider.flagged(texts)
             except GuardrailUnavailable as e:

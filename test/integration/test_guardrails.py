@@ -474,12 +474,17 @@ class TestConfig:
         assert result.returncode == 1, result.stdout + result.stderr
         assert 'models.m.guardrail_profile: profile "nope" is not defined under guardrails' in result.stderr
 
-    def test_an_azure_content_safety_guard_provider_is_not_supported_yet(self, gateway_cli):
+    def test_an_azure_content_safety_provider_needs_its_endpoint(self, gateway_cli):
         profile = '[guardrails."mod"]\n[guardrails."mod".providers.safety]\ntype = "azure_content_safety"\n'
         result = gateway_cli(profile + _guarded("m", dummy_provider("echo"), "mod"), "--check-config")
         assert result.returncode == 1, result.stdout + result.stderr
-        assert ('guardrails.mod.providers.safety.type: "azure_content_safety" guardrails are not supported yet'
-                in result.stderr)
+        assert "guardrails.mod.providers.safety.endpoint: missing" in result.stderr
+
+    def test_an_unknown_guard_provider_type_is_refused(self, gateway_cli):
+        profile = '[guardrails."mod"]\n[guardrails."mod".providers.x]\ntype = "lakera"\n'
+        result = gateway_cli(profile + _guarded("m", dummy_provider("echo"), "mod"), "--check-config")
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "guardrails.mod.providers.x.type: one of: local, openai, azure_content_safety" in result.stderr
 
     def test_the_profiles_of_this_module_pass_the_check(self, gateway_cli):
         result = gateway_cli(PROFILES + _guarded("m", dummy_provider("echo"), "redact-both"), "--check-config")
