@@ -6,6 +6,7 @@ gets. Output, whole answers: scanned before the client sees anything; a block em
 content with ``finish_reason: "content_filter"`` (Azure OpenAI's convention), a redaction rewrites it.
 Output, streams: a tap on the stream holds text back in windows (``guard.window``); other stream
 kinds (Anthropic's events, forwarded streams) are not scanned yet, so they are refused with 400.
+``/v1/moderations`` for a model with a profile is answered from the profile itself.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class GuardrailStage:
             raise InvalidRequestError("Streaming is not available for this model on this API yet: its guardrail "
                                       "profile scans output (stream it through /v1/chat/completions)",
                                       code="streaming_unavailable")
+        if resource.capability == "moderation" and ctx.body is not None:
+            self._moderate(req, resp, guardrail)
+            return
         if not guardrail.scans_input or ctx.body is None:
             return
         slots = request_slots(ctx.body, resource.capability, ctx.error_format == "anthropic")
@@ -108,6 +112,23 @@ class GuardrailStage:
             action = "passed"
         if action != "passed":
             resp.data = dumps(answer)
+
+
+    def _moderate(self, req: falcon.Request, resp: falcon.Response, guardrail: Guardrail) -> None:
+        """``/v1/moderations`` for a model with a profile: the profile's verdict on each input, in
+        OpenAI's moderation shape, and no upstream call."""
+        ctx = req.context
+        slots = request_slots(ctx.body, "moderation")
+        results = []
+        for holder, key in slots:
+            verdict = _scan(ctx.outcome, guardrail, "input", [holder[key]])
+            categories = {kind.split(":", 1)[-1]: True for kind in verdict.kinds}
+            flagged = verdict.blocked or bool(verdict.kinds)
+            results.append({"flagged": flagged, "categories": categories,
+                            "category_scores": {name: verdict.score for name in categories}})
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = dumps({"id": f"modr-{ctx.outcome.inference_id}", "model": ctx.model, "results": results})
+        resp.complete = True  # answered here: the resource (and its upstream call) is skipped
 
 
 def _scan(outcome, guardrail: Guardrail, guard_type: str, texts: list[str]) -> Verdict:

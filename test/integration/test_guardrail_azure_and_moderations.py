@@ -1,6 +1,7 @@
 """The ``azure_content_safety`` guardrail provider against a loopback Content Safety: a text whose
 Violence severity reaches the threshold is blocked, one below it passes, the key goes as
-``Ocp-Apim-Subscription-Key``, and a provider that refuses the key is a failure of the profile's mode."""
+``Ocp-Apim-Subscription-Key``, and a provider that refuses the key is a failure of the profile's mode.
+And ``/v1/moderations`` for a guarded model, answered by its profile without an upstream call."""
 
 from __future__ import annotations
 
@@ -60,3 +61,21 @@ def test_a_refused_key_fails_a_fail_fast_profile(gw):
     resp = _chat(gw, "wrong-key", "hello")
     assert resp.status == 502 and resp.json()["error"]["code"] == "guardrail_failure"
     assert "content-safety-test-key" not in gw.log() and "nope" not in resp.body.decode()
+
+
+def test_moderations_of_a_guarded_model_are_answered_by_its_profile(module_gateway_factory, upstream):
+    toml = ('\n[guardrails."pii"]\n[guardrails."pii".providers.local]\ntype = "local"\npii = ["email"]\n'
+            'deny_words = ["forbidden"]\naction = "block"\n'
+            + model_toml("mod", {"p": {"type": "openai", "model_name": "omni-moderation-latest",
+                                       "api_base": upstream.url, "api_key_location": "none"}},
+                         endpoints=["moderation"]).replace('[models."mod"]\n',
+                                                             '[models."mod"]\nguardrail_profile = "pii"\n'))
+    gw = module_gateway_factory(toml, settings={"workers": 1})
+    resp = gw.request("POST", "/v1/moderations", {"model": "mod", "input": ["mail a@example.com", "hello"]})
+    assert resp.status == 200, resp
+    body = resp.json()
+    assert body["model"] == "mod" and body["id"].startswith("modr-")
+    assert [r["flagged"] for r in body["results"]] == [True, False]
+    assert body["results"][0]["categories"] == {"email": True}
+    assert body["results"][0]["category_scores"] == {"email": 1.0}
+    assert not [r for r in upstream.requests if r.path.endswith("/moderations")], "the upstream is not asked"
