@@ -302,24 +302,42 @@ class EventStream(StreamBody):
     """Chunk payloads turned into another API's events by a translator; ``error(message, status)``
     frames a failure (the status of the provider's error when it had one, else 500)."""
 
-    __slots__ = ("_translator", "_error")
+    __slots__ = ("_translator", "_error", "_window")
 
     def __init__(self, first, rest, translator: ChunkTranslator, error: Callable[[str, int], bytes],
                  deadline, peer, label, *, outcome: Outcome | None = None, pricing: Pricing | None = None) -> None:
         super().__init__(first, rest, deadline, peer, label, outcome, pricing)
         self._translator = translator
         self._error = error
+        self._window = None
+
+    def hold_back(self, window) -> None:
+        """A tap (``guard.window.StreamWindow``) on the OpenAI chunks, before they are translated."""
+        self._window = window
 
     def _events(self, pieces: Iterator[bytes]) -> Iterator[bytes]:
         feed = self._translator.feed
+        window = self._window
         for payload in pieces:
             try:
                 chunk = loads(payload)
                 if b'"usage"' in payload and isinstance(chunk.get("usage"), dict):
                     self._usage(chunk["usage"])
-                events = feed(chunk)
+                chunks = [chunk] if window is None else window.feed(chunk)
+                if window is not None and window.blocked:
+                    chunks.append(window.blocked_chunk())
+                events = b"".join(feed(c) for c in chunks)
             except TRANSLATION_ERRORS as e:
                 raise unexpected_shape("chunk", e) from e
+            if events:
+                yield events
+            if window is not None and window.blocked:
+                return
+        if window is not None:
+            held = window.close()
+            if window.blocked:
+                held.append(window.blocked_chunk())
+            events = b"".join(feed(c) for c in held)
             if events:
                 yield events
 

@@ -4,8 +4,9 @@ Input: every text of the request is scanned before any upstream call; a block is
 ``content_filter`` (the upstream never sees the text), a redaction rewrites the body the upstream
 gets. Output, whole answers: scanned before the client sees anything; a block empties the choice's
 content with ``finish_reason: "content_filter"`` (Azure OpenAI's convention), a redaction rewrites it.
-Output, streams: a tap on the stream holds text back in windows (``guard.window``); other stream
-kinds (Anthropic's events, forwarded streams) are not scanned yet, so they are refused with 400.
+Output, streams: a tap on the stream holds text back in windows (``guard.window``), on chat and
+completions chunks and on Anthropic's stream before translation; forwarded streams (/v1/responses,
+audio) are not scanned yet, so they are refused with 400.
 ``/v1/moderations`` for a model with a profile is answered from the profile itself.
 """
 
@@ -22,12 +23,13 @@ from gateway.errors import ContentFilterError, GatewayError, InvalidRequestError
 from gateway.guard.guardrails import Guardrail, Scan, Verdict
 from gateway.guard.texts import answer_slots, request_slots
 from gateway.guard.window import StreamWindow
-from gateway.relay import SSEStream
+from gateway.relay import EventStream, SSEStream
 from providers.jsonio import dumps
 
 __all__ = ["GuardrailStage"]
 
-#: The routes whose streams are OpenAI chunks, which the output window can hold back.
+#: The OpenAI routes whose streams are chunks the output window can hold back (and /v1/messages,
+#: whose chunks it holds back before they are translated).
 _SSE_PATHS = ("/chat/completions", "/completions")
 
 
@@ -54,7 +56,7 @@ class GuardrailStage:
         if guardrail is None:
             return
         if guardrail.scans_output and ctx.body is not None and ctx.body.get("stream") is True and (
-                getattr(resource, "path", None) not in _SSE_PATHS or ctx.error_format is not None):
+                getattr(resource, "path", None) not in _SSE_PATHS and ctx.error_format != "anthropic"):
             raise InvalidRequestError("Streaming is not available for this model on this API yet: its guardrail "
                                       "profile scans output (stream it through /v1/chat/completions)",
                                       code="streaming_unavailable")
@@ -81,7 +83,7 @@ class GuardrailStage:
         if guardrail is None or not guardrail.scans_output:
             return
         if ctx.stream is not None:
-            if isinstance(ctx.stream, SSEStream):
+            if isinstance(ctx.stream, SSEStream | EventStream):
                 scan = Scan(guardrail.id, "output", time.time())
                 ctx.stream.hold_back(StreamWindow(guardrail, self._window_chars, scan=scan))
                 ctx.outcome.guardrail_scans = [*(ctx.outcome.guardrail_scans or ()), scan]

@@ -439,15 +439,28 @@ class TestOutputStream:
 
 
 class TestMessagesStreaming:
-    def test_a_profile_that_scans_output_refuses_to_stream(self, gw, upstream):
-        body = {"model": "both-ok", "max_tokens": MAX_TOKENS, "stream": True,
-                "messages": [{"role": "user", "content": "hi"}]}
-        resp = gw.request("POST", "/v1/messages", body)
-        assert resp.status == 400, resp
-        error = resp.json()
-        assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
-        assert "Streaming is not available" in error["error"]["message"]
-        assert upstream.requests == []
+    """Anthropic's stream is held back as OpenAI chunks, before it is translated."""
+
+    def test_a_card_split_over_chunks_is_redacted_on_messages(self, claude, raw_upstream):
+        pieces = _card_pieces(CARD_OFFSETS[3])
+        raw_upstream.on(CARD_STREAM, _chat_stream(pieces))
+        with claude.messages.stream(model="card-redact", max_tokens=MAX_TOKENS,
+                                    messages=[{"role": "user", "content": "hi"}]) as stream:
+            text = "".join(stream.text_stream)
+            final = stream.get_final_message()
+        assert text == "".join(pieces).replace(CARD, "[REDACTED_CREDIT_CARD]")
+        assert final.stop_reason == "end_turn"
+
+    def test_a_blocked_messages_stream_ends_as_a_refusal(self, claude, raw_upstream):
+        pieces = _card_pieces(CARD_OFFSETS[3])
+        raw_upstream.on(CARD_STREAM, _chat_stream(pieces))
+        with claude.messages.stream(model="card-block", max_tokens=MAX_TOKENS,
+                                    messages=[{"role": "user", "content": "hi"}]) as stream:
+            text = "".join(stream.text_stream)
+            final = stream.get_final_message()
+        assert final.stop_reason == "refusal"
+        assert "".join(pieces).startswith(text)
+        assert not any(group in text for group in CARD_GROUPS), text
 
     def test_the_same_profile_streams_on_chat_completions(self, gw):
         resp = gw.request("POST", "/v1/chat/completions", {**_chat("both-ok", "hi"), "stream": True})
