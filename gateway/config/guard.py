@@ -120,17 +120,28 @@ def stream_window_chars(c: Checker, data: Any) -> int:
     return c.count(d, "stream_window_chars", "gateway.guardrails", default)
 
 
-def _openai_provider(c: Checker, name: str, d: dict, path: str) -> GuardProviderConfig | None:
-    c.table(d, path, _OPENAI_KEYS)
-    base = c.get(d, "api_base", path, (str,), None)
-    if base is not None and not base.startswith(("http://", "https://")):
-        c.fail(f"{path}.api_base", f'"{base}" is not an http:// or https:// URL')
+def _url(c: Checker, d: dict, key: str, path: str) -> str | None:
+    value = c.get(d, key, path, (str,), None)
+    if value is not None and not value.startswith(("http://", "https://")):
+        c.fail(f"{path}.{key}", f'"{value}" is not an http:// or https:// URL')
+    return value
+
+
+def _location(c: Checker, d: dict, path: str) -> str | None:
+    """A provider's ``api_key_location`` (None: its type's default), checked."""
     location = c.get(d, "api_key_location", path, (str,), None)
     if location is not None:
         try:
             parse_location(location)
         except ValueError as e:
             c.fail(f"{path}.api_key_location", str(e))
+    return location
+
+
+def _openai_provider(c: Checker, name: str, d: dict, path: str) -> GuardProviderConfig | None:
+    c.table(d, path, _OPENAI_KEYS)
+    base = _url(c, d, "api_base", path)
+    location = _location(c, d, path)
     probes = {}
     for model, categories in c.table(d.get("probe_config", {}), f"{path}.probe_config", None).items():
         if not isinstance(categories, list) or not all(isinstance(x, str) for x in categories):
@@ -148,17 +159,10 @@ def _openai_provider(c: Checker, name: str, d: dict, path: str) -> GuardProvider
 
 def _azure_provider(c: Checker, name: str, d: dict, path: str) -> GuardProviderConfig | None:
     c.table(d, path, _AZURE_KEYS)
-    endpoint = c.get(d, "endpoint", path, (str,), None)
+    endpoint = _url(c, d, "endpoint", path)
     if endpoint is None:
         c.fail(f"{path}.endpoint", "missing (the Content Safety resource's endpoint)")
-    elif not endpoint.startswith(("http://", "https://")):
-        c.fail(f"{path}.endpoint", f'"{endpoint}" is not an http:// or https:// URL')
-    location = c.get(d, "api_key_location", path, (str,), None)
-    if location is not None:
-        try:
-            parse_location(location)
-        except ValueError as e:
-            c.fail(f"{path}.api_key_location", str(e))
+    location = _location(c, d, path)
     categories = c.str_list(d, "categories", path, ())
     threshold = c.get(d, "severity_threshold", path, (int,), None)
     if threshold is not None and not 0 <= threshold <= 7:
