@@ -230,7 +230,10 @@ class SSEStream(StreamBody):
             if window is None:
                 yield frame(rewrite(payload))
                 continue
-            chunk = loads(payload)
+            try:
+                chunk = loads(payload)
+            except ValueError as e:
+                raise unexpected_shape("chunk", e) from e
             for out in window.feed(chunk) if isinstance(chunk, dict) else ():
                 yield frame(rewrite(dumps(out)))
             if window.blocked:

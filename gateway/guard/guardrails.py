@@ -154,30 +154,31 @@ class Guardrail:
         return Verdict(False, [out], bool(kept), kinds, 1.0 if kept else 0.0), cut
 
     def _ask_remote(self, texts: list[str]) -> list[tuple[str, float]]:
-        def one(provider: RemoteGuard) -> list[tuple[str, float]]:
+        def one(provider: RemoteGuard) -> tuple[list[tuple[str, float]], bool]:
+            """(what it flagged, whether it failed): never raises, so a parallel call fails nowhere else."""
             try:
-                return provider.flagged(texts)
+                return provider.flagged(texts), False
             except GuardrailUnavailable as e:
                 log.warning("guardrail %s/%s could not answer: %s", self.id, provider.name, e)
                 self._failed(self.id)
-                if self._fail_fast:
-                    raise GuardrailFailureError(f"The guardrail {self.id} could not check the content") from None
-                return []
+                return [], True
 
         if not self._parallel or len(self._remote) == 1:
-            flagged: list[tuple[str, float]] = []
+            answers = []
             for provider in self._remote:
-                flagged += one(provider)
-                if flagged:
+                answers.append(one(provider))
+                if answers[-1][0] or answers[-1][1] and self._fail_fast:
                     break
-            return flagged
-        jobs = [gevent.spawn(one, provider) for provider in self._remote]
-        gevent.joinall(jobs)
-        flagged = []
-        for job in jobs:
-            if not job.successful():
-                raise job.exception
-            flagged += job.value
+        else:
+            jobs = [gevent.spawn(one, provider) for provider in self._remote]
+            try:
+                gevent.joinall(jobs)
+            finally:
+                gevent.killall(jobs, block=False)  # the request's greenlet left: its calls go with it
+            answers = [job.value for job in jobs if job.successful()]
+        flagged = [found for result, _ in answers for found in result]
+        if not flagged and self._fail_fast and any(failed for _, failed in answers):
+            raise GuardrailFailureError(f"The guardrail {self.id} could not check the content")
         return flagged
 
 

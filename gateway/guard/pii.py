@@ -100,7 +100,7 @@ class LocalGuard:
             except re.error as e:
                 raise ValueError(f'pattern "{name}": not a regex ({e})') from None
             self._scans.append(_scan_all(regex, f"pattern:{name}", name.upper()))
-        words = sorted({w.strip().lower() for w in deny_words if w.strip()}, key=len, reverse=True)
+        words = sorted({w.strip() for w in deny_words if w.strip()}, key=len, reverse=True)
         if words:
             self._scans.append(_words(words))
 
@@ -211,19 +211,16 @@ def _scan_all(regex: re.Pattern, kind: str, label: str) -> Scan:
 
 
 def _words(words: list[str]) -> Scan:
-    """Deny words and phrases, whole and in any case: each found by a substring search of the
-    lowercased text, kept when no letter or digit touches it."""
+    """Deny words and phrases, whole and in any case: one case-insensitive regex, run only when the
+    lowercased text holds one of them (the screen; positions come from the regex on the text itself)."""
+    regex = re.compile(rf"(?<!\w)(?:{'|'.join(re.escape(w) for w in words)})(?!\w)", re.IGNORECASE)
+    screens = tuple(w.casefold() for w in words)
 
     def scan(text: str, found: list) -> None:
-        lowered = text.lower()
-        if len(lowered) != len(text):
-            lowered = text  # NOTE: a lowercase that changes lengths (rare letters) would shift positions
-        for word in words:
-            at = lowered.find(word)
-            while at >= 0:
-                end = at + len(word)
-                if (at == 0 or not lowered[at - 1].isalnum()) and (end == len(text) or not lowered[end].isalnum()):
-                    found.append(Finding("deny_word", "DENIED_WORD", at, end))
-                at = lowered.find(word, at + 1)
+        folded = text.casefold()
+        if not any(w in folded for w in screens):
+            return
+        for m in regex.finditer(text):
+            found.append(Finding("deny_word", "DENIED_WORD", m.start(), m.end()))
 
     return scan

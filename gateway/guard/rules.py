@@ -94,8 +94,10 @@ def _literal(pattern: str) -> str | None:
     none to tell (a regex, a bare ``*``)."""
     if len(pattern) >= 2 and pattern.startswith("/") and pattern.endswith("/"):
         return None
+    if "?" in pattern or "[" in pattern:
+        return None  # a character class or a one-character wildcard: no literal to screen for
     if "*" in pattern:
-        longest = max(re.split(r"[*?\[\]]", pattern), key=len)
+        longest = max(pattern.split("*"), key=len)
         return longest.lower() or None
     return pattern.lower()
 

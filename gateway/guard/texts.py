@@ -41,7 +41,8 @@ def request_slots(body: Any, capability: str, anthropic: bool = False) -> list[S
     if capability == "chat":
         if anthropic:
             _text_or_parts(body, "system", out)
-        for message in body.get("messages") or ():
+        messages = body.get("messages")
+        for message in messages if isinstance(messages, list) else ():  # a bad one is the resource's 400
             _text_or_parts(message, "content", out)
     elif capability == "completions":
         _strings(body, "prompt", out)
@@ -68,6 +69,14 @@ def answer_slots(answer: Any, capability: str, anthropic: bool = False) -> list[
         for block in answer.get("content") or ():
             if isinstance(block, dict) and isinstance(block.get("text"), str):
                 out.append(((block, "text"), None))
+        return out
+    if capability == "responses":
+        for item in answer.get("output") or ():
+            for part in (item.get("content") or ()) if isinstance(item, dict) else ():
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    out.append(((part, "text"), None))
+        if isinstance(answer.get("output_text"), str):
+            out.append(((answer, "output_text"), None))
         return out
     for choice in answer.get("choices") or ():
         if not isinstance(choice, dict):

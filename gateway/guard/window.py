@@ -30,6 +30,10 @@ class StreamWindow:
         self._size = size
         self._overlap = overlap
         self._held = ""
+        #: How much was held at the last scan; past ``_cap`` held characters a window goes out final
+        #: (a finding still open at its end is taken as it is: a bounded hold, bounded work).
+        self._scanned = 0
+        self._cap = 4 * (size + overlap)
         self._template: dict | None = None
         self.blocked = False
         #: Whether any window was redacted.
@@ -37,10 +41,11 @@ class StreamWindow:
 
     @staticmethod
     def _text(chunk: dict) -> tuple[dict | None, str | None]:
+        """The chunk's one choice and its text; (None, None) for a chunk of no choice (usage)."""
         choices = chunk.get("choices")
-        if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
+        if not isinstance(choices, list) or not choices:
             return None, None
-        choice = choices[0]
+        choice = choices[0] if isinstance(choices[0], dict) else {}
         delta = choice.get("delta")
         if isinstance(delta, dict):
             content = delta.get("content")
@@ -50,23 +55,30 @@ class StreamWindow:
 
     def feed(self, chunk: dict) -> list[dict]:
         """The chunks to send now for ``chunk`` (maybe none: its text is held)."""
-        choice, text = self._text(chunk)
-        if text and choice is not None and choice.get("finish_reason") is None and not _more_than_text(choice):
-            self._template = chunk
-            self._held += text
-            if len(self._held) >= self._size + self._overlap:
-                return self._release(final=False)
+        if _several_choices(chunk.get("choices")):
+            # NOTE: several choices (n > 1) are not held apart: fail closed rather than let one through.
+            self.blocked = True
             return []
-        # Anything else (a role, tool calls, a finish, usage): what is held goes first, whole.
-        if text and choice is not None:
+        choice, text = self._text(chunk)
+        boundary = choice is None or choice.get("finish_reason") is not None or _more_than_text(choice)
+        if text:
             self._template = chunk
             self._held += text
-            out = self._release(final=True)
-            if self.blocked:
-                return out
-            return out + [_with_text(chunk, None)]
+        elif not boundary:
+            # No text and nothing else (a role, an empty delta): it goes out only before any text is
+            # held, and never forces out what is held.
+            return [] if self._held else [chunk]
+        if not boundary:
+            # NOTE: scan again only once a window's worth has come since the last scan, so text held
+            # behind a finding that has not ended yet is not rescanned at every chunk.
+            if len(self._held) >= self._size + self._overlap and len(self._held) - self._scanned >= self._size:
+                return self._release(final=len(self._held) >= self._cap)
+            return []
+        # A real boundary (tool calls, a finish, usage): what is held goes first, whole.
         out = self._release(final=True) if self._held else []
-        return out if self.blocked else out + [chunk]
+        if self.blocked:
+            return out
+        return out + [_with_text(chunk, None) if text else chunk]
 
     def close(self) -> list[dict]:
         """The upstream ended: what is still held, scanned."""
@@ -74,6 +86,7 @@ class StreamWindow:
 
     def _release(self, *, final: bool) -> list[dict]:
         held = self._held
+        self._scanned = len(held)
         cut = len(held) if final else max(len(held) - self._overlap, 0)
         started = time.monotonic()
         try:
@@ -90,7 +103,8 @@ class StreamWindow:
             return []
         self.redacted = self.redacted or out != held[:cut]
         self._held = held[cut:]
-        return [_with_text(self._template, out)] if out and self._template is not None else []
+        self._scanned = len(self._held)
+        return [_text_chunk(self._template, out)] if out and self._template is not None else []
 
     def blocked_chunk(self) -> dict:
         """The last chunk of a blocked stream."""
@@ -100,10 +114,29 @@ class StreamWindow:
         return chunk
 
 
+def _several_choices(choices: Any) -> bool:
+    if not isinstance(choices, list) or not choices:
+        return False
+    return len(choices) > 1 or isinstance(choices[0], dict) and choices[0].get("index", 0) not in (0, None)
+
+
 def _more_than_text(choice: dict) -> bool:
     """Whether a chunk's delta carries more than text (tool calls, say): it then goes out at once."""
     delta = choice.get("delta")
-    return isinstance(delta, dict) and any(v is not None for k, v in delta.items() if k not in ("content", "role"))
+    return isinstance(delta, dict) and any(v not in (None, "", [], {}) for k, v in delta.items()
+                                           if k not in ("content", "role"))
+
+
+def _text_chunk(template: dict, text: str) -> dict[str, Any]:
+    """A chunk of ``text`` alone, made from ``template``'s envelope: no finish, tool calls or logprobs of
+    the chunk it came from (those go out with that chunk, once)."""
+    chunk = {k: template[k] for k in ("id", "object", "created", "model", "system_fingerprint") if k in template}
+    choice = template["choices"][0]
+    if isinstance(choice.get("delta"), dict):
+        chunk["choices"] = [{"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": None}]
+    else:
+        chunk["choices"] = [{"index": 0, "text": text, "logprobs": None, "finish_reason": None}]
+    return chunk
 
 
 def _with_text(template: dict, text: str | None) -> dict[str, Any]:

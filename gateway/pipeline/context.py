@@ -57,6 +57,7 @@ class RequestContext:
         "project_id",
         "endpoint_id",
         "model_id",
+        "guardrail",
         "outcome",
     )
 
@@ -89,6 +90,8 @@ class RequestContext:
         self.project_id = None
         self.endpoint_id = None
         self.model_id = None
+        #: The model's ``guard.guardrails.Guardrail`` (its profile), when it has one.
+        self.guardrail = None
         #: The request's ``outcome.Outcome``.
         self.outcome: Outcome | None = None
 

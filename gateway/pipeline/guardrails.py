@@ -55,11 +55,16 @@ class GuardrailStage:
         guardrail = self._guardrail(req)
         if guardrail is None:
             return
-        if guardrail.scans_output and ctx.body is not None and ctx.body.get("stream") is True and (
-                getattr(resource, "path", None) not in _SSE_PATHS and ctx.error_format != "anthropic"):
-            raise InvalidRequestError("Streaming is not available for this model on this API yet: its guardrail "
-                                      "profile scans output (stream it through /v1/chat/completions)",
-                                      code="streaming_unavailable")
+        ctx.guardrail = guardrail
+        body = ctx.body
+        if guardrail.scans_output and body is not None and body.get("stream") is True:
+            if getattr(resource, "path", None) not in _SSE_PATHS and ctx.error_format != "anthropic":
+                raise InvalidRequestError("Streaming is not available for this model on this API yet: its "
+                                          "guardrail profile scans output (stream it through /v1/chat/completions)",
+                                          code="streaming_unavailable")
+            if isinstance(body.get("n"), int) and body["n"] > 1:
+                raise InvalidRequestError("Streaming several choices (n > 1) is not available for this model: "
+                                          "its guardrail profile scans output", param="n", code="streaming_unavailable")
         if resource.capability == "moderation" and ctx.body is not None:
             self._moderate(req, resp, guardrail)
             return
@@ -79,7 +84,8 @@ class GuardrailStage:
         ctx = req.context
         if not req_succeeded or ctx.route is None or resp.status_code != 200:
             return
-        guardrail = self._guardrails.get(ctx.route.config.guardrail_profile or "")
+        # NOTE: the profile process_resource found: one the sync drops meanwhile still scans this answer.
+        guardrail = ctx.guardrail
         if guardrail is None or not guardrail.scans_output:
             return
         if ctx.stream is not None:
@@ -98,35 +104,33 @@ class GuardrailStage:
         if not slots:
             return
         verdict = _scan(ctx.outcome, guardrail, "output", [holder[key] for (holder, key), _ in slots])
+        if not verdict.blocked and not verdict.redacted:
+            return
         if verdict.blocked:
             for (holder, key), choice in slots:
                 holder[key] = ""
                 if choice is not None:
                     choice["finish_reason"] = "content_filter"
-                else:
+                elif ctx.error_format == "anthropic":
                     answer["stop_reason"] = "refusal"
-            action = "blocked"
-        elif verdict.redacted:
+        else:
             for ((holder, key), _), text in zip(slots, verdict.texts, strict=True):
                 holder[key] = text
-            action = "redacted"
-        else:
-            action = "passed"
-        if action != "passed":
-            resp.data = dumps(answer)
-
+        # NOTE: the logprobs spell out the text token by token: they go with it.
+        for _, choice in slots:
+            if choice is not None and choice.get("logprobs") is not None:
+                choice["logprobs"] = None
+        resp.data = dumps(answer)
 
     def _moderate(self, req: falcon.Request, resp: falcon.Response, guardrail: Guardrail) -> None:
         """``/v1/moderations`` for a model with a profile: the profile's verdict on each input, in
         OpenAI's moderation shape, and no upstream call."""
         ctx = req.context
-        slots = request_slots(ctx.body, "moderation")
         results = []
-        for holder, key in slots:
+        for holder, key in request_slots(ctx.body, "moderation"):
             verdict = _scan(ctx.outcome, guardrail, "input", [holder[key]])
             categories = {kind.split(":", 1)[-1]: True for kind in verdict.kinds}
-            flagged = verdict.blocked or bool(verdict.kinds)
-            results.append({"flagged": flagged, "categories": categories,
+            results.append({"flagged": verdict.blocked or bool(verdict.kinds), "categories": categories,
                             "category_scores": {name: verdict.score for name in categories}})
         resp.content_type = falcon.MEDIA_JSON
         resp.data = dumps({"id": f"modr-{ctx.outcome.inference_id}", "model": ctx.model, "results": results})

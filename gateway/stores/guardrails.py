@@ -1,8 +1,8 @@
 """Guardrail profiles as budapp writes them under ``guardrail_table:{id}``: ``{"<id>": {name, providers,
 severity_threshold, guard_types, execution_mode, failure_mode, api_key}}``, read like a
 ``[guardrails."ID"]`` table. ``api_key`` is RSA-encrypted like a model's credential and decrypted once
-into the credential store as ``store_{id}``, which the profile's providers name as
-``api_key_location = "dynamic::store_{id}"``. A profile of the config keeps its id against Redis."""
+into the credential store as ``store_{id}``: the profile's remote providers use it unless one names an
+``api_key_location`` of its own. A profile of the config keeps its id against Redis."""
 
 from __future__ import annotations
 
@@ -79,6 +79,12 @@ class GuardrailMirror(Mirror):
             return
         entry = dict(entry)
         encrypted = entry.pop("api_key", None)
+        if encrypted and isinstance(entry.get("providers"), dict):
+            # The profile's key is its remote providers' unless one names its own.
+            entry["providers"] = {
+                name: {"api_key_location": f"dynamic::{store_name(profile_id)}", **p}
+                if isinstance(p, dict) and p.get("type") in ("openai", "azure_content_safety") else p
+                for name, p in entry["providers"].items()}
         c = Checker()
         found = profile(c, profile_id, entry, where)
         if c.errors:
