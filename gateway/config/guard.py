@@ -77,6 +77,9 @@ def profile(c: Checker, profile_id: str, data: Any, path: str) -> GuardrailProfi
     if not providers and "providers" in d:
         c.fail(f"{path}.providers", "names no provider")
     threshold = c.get(d, "severity_threshold", path, (int, float), None)
+    if threshold is not None and not 0 <= threshold <= 1:
+        c.fail(f"{path}.severity_threshold", f"must be between 0 and 1 (a moderation score), got {threshold}")
+        threshold = None
     return GuardrailProfile(profile_id, frozenset(types), tuple(providers), mode, failure,
                             None if threshold is None else float(threshold))
 
@@ -98,6 +101,9 @@ def _guard_provider(c: Checker, name: str, data: Any, path: str) -> GuardProvide
     pii = c.str_list(d, "pii", path, ())
     patterns = c.str_map(d, "patterns", path)
     words = c.str_list(d, "deny_words", path, ())
+    if not pii and not patterns and not words:
+        c.fail(path, "finds nothing: set pii, patterns or deny_words")
+        return None
     try:
         LocalGuard(pii, patterns, words)
     except ValueError as e:
