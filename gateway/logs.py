@@ -14,7 +14,7 @@ from contextvars import ContextVar
 
 import ujson
 
-__all__ = ["configure_logging", "request_id"]
+__all__ = ["Throttled", "configure_logging", "request_id"]
 
 #: The id of the request the current greenlet serves ("" outside a request).
 request_id: ContextVar[str] = ContextVar("request_id", default="")
@@ -44,6 +44,21 @@ class _JSONFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return ujson.dumps(entry, escape_forward_slashes=False, ensure_ascii=False)
+
+
+class Throttled:
+    """A logger's warnings at most once every ``every_s`` seconds (an outage must not flood the log)."""
+
+    def __init__(self, logger: logging.Logger, every_s: float = 10.0) -> None:
+        self._logger = logger
+        self._every_s = every_s
+        self._last = float("-inf")
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last >= self._every_s:
+            self._last = now
+            self._logger.warning(message, *args)
 
 
 def configure_logging(fmt: str = "pretty", *, debug: bool = False) -> None:

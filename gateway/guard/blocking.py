@@ -21,6 +21,7 @@ import redis
 import ujson
 
 from gateway.guard.rules import Match, Rule, RuleSet, parse_rule, parse_rules
+from gateway.logs import Throttled
 from gateway.stores.resp import OneWay, RespClient
 
 __all__ = ["BlockingRules", "GLOBAL", "parse_json"]
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 GLOBAL = "global"
 _STATS_TTL_S = 86_400
+#: Client addresses counted in-process at most (while Redis is away).
+_LOCAL_COUNTS = 100_000
 _COUNT = """
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
@@ -49,7 +52,7 @@ class BlockingRules:
         self.reasons: dict[str, str] = {}
         self._sets: dict[str, RuleSet] = {}
         self._local_counts: dict[str, list[float]] = {}
-        self._warned = 0.0
+        self._warn = Throttled(log)
         self._compile({*self._sources["toml"], GLOBAL})
 
     def _compile(self, scopes: Iterable[str]) -> None:
@@ -102,7 +105,7 @@ class BlockingRules:
                 if any(isinstance(c, Exception) for c in counts):
                     raise next(c for c in counts if isinstance(c, Exception))
             except (redis.RedisError, OSError) as e:
-                self._warn("blocking: redis could not count rate rules (%s); counting in-process", type(e).__name__)
+                self._warn.warning("blocking: redis could not count rate rules (%s); counting in-process", type(e).__name__)
                 counts = None
         if counts is None:
             counts = [self._count_locally(key, rule.window_s) for key, rule in zip(keys, rules, strict=True)]
@@ -111,11 +114,13 @@ class BlockingRules:
 
     def _count_locally(self, key: str, window_s: int) -> int:
         now = time.monotonic()
-        entry = self._local_counts.get(key)
+        counts = self._local_counts
+        entry = counts.get(key)
         if entry is None or entry[0] <= now:
-            if len(self._local_counts) > 100_000:
-                self._local_counts = {k: v for k, v in self._local_counts.items() if v[0] > now}
-            entry = self._local_counts[key] = [now + window_s, 0]
+            counts.pop(key, None)
+            while len(counts) >= _LOCAL_COUNTS:
+                del counts[next(iter(counts))]  # the oldest window: a bounded table, however many IPs come
+            entry = counts[key] = [now + window_s, 0]
         entry[1] += 1
         return entry[1]
 
@@ -129,13 +134,8 @@ class BlockingRules:
             self._oneway.send([("HINCRBY", key, "match_count", 1), ("HSET", key, "last_matched", now),
                                ("EXPIRE", key, _STATS_TTL_S)])
         except (redis.RedisError, OSError) as e:
-            self._warn("blocking: could not write rule stats (%s)", type(e).__name__)
+            self._warn.warning("blocking: could not write rule stats (%s)", type(e).__name__)
 
-    def _warn(self, message: str, *args: object) -> None:
-        now = time.monotonic()
-        if now - self._warned >= 10.0:
-            self._warned = now
-            log.warning(message, *args)
 
     def close(self) -> None:
         if self._oneway is not None:

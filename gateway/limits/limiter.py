@@ -19,6 +19,7 @@ from gateway.errors import ServiceUnavailableError
 from gateway.limits.local import LocalLimiter
 from gateway.limits.plan import Check, used
 from gateway.limits.scripts import CHECKS, RELEASE, RENEW, SETTLE, pipelined
+from gateway.logs import Throttled
 from gateway.outcome import Outcome
 from gateway.stores.resp import OneWay, RespClient
 
@@ -60,7 +61,7 @@ class RateLimiter:
         self._lease_ttl_ms = int(lease_ttl_s * 1000)
         self._local_checked = local_checked or (lambda reason: None)
         self._redis_after = 0.0
-        self._warned = 0.0
+        self._warn = Throttled(log, _WARN_EVERY_S)
         #: Leases held in Redis by requests of this process: member -> lease set, renewed until released.
         self._held: dict[str, str] = {}
         self._renewer: gevent.Greenlet | None = None
@@ -123,11 +124,11 @@ class RateLimiter:
         how = "each gateway process limits itself" if self._fail_open else "limited requests get 503"
         if isinstance(e, redis.ResponseError):
             # NOTE: the type only: redis's messages name its host and port.
-            self._warn("rate limits: redis refused a check (%s); this request %s", type(e).__name__,
+            self._warn.warning("rate limits: redis refused a check (%s); this request %s", type(e).__name__,
                        "is checked in-process" if self._fail_open else "gets 503")
         else:
             self._redis_after = time.monotonic() + _RETRY_REDIS_S
-            self._warn("rate limits: redis failed (%s); until it answers again %s", type(e).__name__, how)
+            self._warn.warning("rate limits: redis failed (%s); until it answers again %s", type(e).__name__, how)
             if isinstance(e, redis.TimeoutError):
                 # The script may have run and taken a lease no one will renew or release: free it.
                 leases = [c.lease_key for c in checks if c.lease_key is not None]
@@ -137,12 +138,6 @@ class RateLimiter:
             raise ServiceUnavailableError("Rate limiting is unavailable") from None
         self._local_checked("redis_timeout" if isinstance(e, redis.TimeoutError) else "redis_error")
 
-    def _warn(self, message: str, *args: object) -> None:
-        """A warning at most every ten seconds: an outage must not flood the log."""
-        now = time.monotonic()
-        if now - self._warned >= _WARN_EVERY_S:
-            self._warned = now
-            log.warning(message, *args)
 
     def _release_quietly(self, lease_keys: list[str], member: str) -> None:
         try:
@@ -226,7 +221,7 @@ class RateLimiter:
                 self._oneway.send(commands)
         except (redis.RedisError, OSError) as e:
             # The windows move on; a lease not released expires with its TTL.
-            self._warn("rate limits: could not settle a request in redis (%s)", type(e).__name__)
+            self._warn.warning("rate limits: could not settle a request in redis (%s)", type(e).__name__)
 
     # -- leases ------------------------------------------------------------------------------------
 
@@ -246,7 +241,7 @@ class RateLimiter:
             try:
                 pipelined(self._client, commands)
             except (redis.RedisError, OSError) as e:
-                self._warn("rate limits: could not renew concurrency leases (%s)", type(e).__name__)
+                self._warn.warning("rate limits: could not renew concurrency leases (%s)", type(e).__name__)
 
     def close(self) -> None:
         if self._renewer is not None:

@@ -36,13 +36,16 @@ class RateLimitStage:
         self._rules = rules
         self._overrides = overrides
         self._denied = denied or (lambda model, code: None)
+        self._default_plan = model_plan(None, settings)
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
         ctx = req.context
         route = ctx.route
         if route is None:
             return
-        plan = model_plan(self._overrides.get((route.name, ctx.model), route.config.rate_limits), self._settings)
+        limits = self._overrides.get((route.name, ctx.model), route.config.rate_limits)
+        # PERF: most models have no limits of their own; their plan (the defaults') is made once.
+        plan = self._default_plan if limits is None else model_plan(limits, self._settings)
         rules = self._rules.rules
         if plan is None and not rules:
             return
