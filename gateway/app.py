@@ -171,7 +171,7 @@ def create_app(
         "/moderations": JSONForward(router, "moderation", "/moderations", ("input",)),
         "/images/generations": JSONForward(router, "image_generation", "/images/generations", ("prompt",)),
         "/audio/speech": JSONForward(router, "text_to_speech", "/audio/speech", ("input", "voice"), always_stream=True),
-        "/responses": JSONForward(router, "responses", "/responses"),
+        "/responses": JSONForward(router, "responses", "/responses", events=settings.max_sse_event_bytes),
         "/audio/transcriptions": FormForward(
             router, "audio_transcription", "/audio/transcriptions", ("file",), max_file_bytes=AUDIO_FILE_LIMIT
         ),

@@ -36,6 +36,7 @@ __all__ = [
     "SSEStream",
     "StreamAborted",
     "StreamBody",
+    "sse_error",
 ]
 
 log = logging.getLogger(__name__)
@@ -201,6 +202,12 @@ def _error_payload(label: str, error: ProviderError) -> dict:
                       "code": "stream_failed"}}
 
 
+def sse_error(label: str, error: ProviderError) -> bytes:
+    """The error event that ends a named-event stream (Responses API, forwarded events)."""
+    # NOTE: a blank line first, in case the failure cut an event in half.
+    return b"\n\nevent: error\n" + frame(dumps(_error_payload(label, error)))
+
+
 class SSEStream(StreamBody):
     """OpenAI chunk payloads (chat or legacy completions), model renamed for the client; the usage
     chunk is recorded, and dropped unless the client asked for it (``include_usage``)."""
@@ -289,8 +296,7 @@ class RawStream(StreamBody):
     def _failure(self, error: ProviderError) -> Iterator[bytes]:
         if not self._sse:
             raise StreamAborted()
-        # NOTE: a blank line first, in case the failure cut an event in half.
-        yield b"\n\nevent: error\n" + frame(dumps(_error_payload(self.label, error)))
+        yield sse_error(self.label, error)
 
 
 class ChunkTranslator(Protocol):

@@ -53,6 +53,12 @@ def model_toml(name: str, providers: dict[str, dict[str, object]], *,
     return text + "".join(_table(f"{header}.providers.{_key(p)}", table) for p, table in providers.items())
 
 
+def guarded_model(name: str, provider: dict[str, object], profile: str, **options: object) -> str:
+    """``model_toml`` of one provider whose model uses the guardrail profile ``profile``."""
+    text = model_toml(name, {"p": provider}, **options)
+    return text.replace("\nrouting = ", f'\nguardrail_profile = "{profile}"\nrouting = ', 1)
+
+
 def azure_provider(deployment_id: str, api_base: str, *, model_name: str = "ok",
                    api_key_location: str | None = None, **options: object) -> dict[str, object]:
     """An ``azure`` provider table: ``api_base`` is the resource's endpoint, ``options`` may set api_version.

@@ -5,8 +5,8 @@ Input: every text of the request is scanned before any upstream call; a block is
 gets. Output, whole answers: scanned before the client sees anything; a block empties the choice's
 content with ``finish_reason: "content_filter"`` (Azure OpenAI's convention), a redaction rewrites it.
 Output, streams: a tap on the stream holds text back in windows (``guard.window``), on chat and
-completions chunks and on Anthropic's stream before translation; forwarded streams (/v1/responses,
-audio) are not scanned yet, so they are refused with 400.
+completions chunks (each choice apart), on Anthropic's stream before translation, and on Responses
+events (``guard.responses_window``); other streams of text (transcriptions) are refused with 400.
 ``/v1/moderations`` for a model with a profile is answered from the profile itself.
 """
 
@@ -21,16 +21,21 @@ import ujson
 
 from gateway.errors import ContentFilterError, GatewayError, InvalidRequestError, ServiceUnavailableError
 from gateway.guard.guardrails import Guardrail, Scan, Verdict
+from gateway.guard.responses_window import ResponsesWindow
 from gateway.guard.texts import answer_slots, request_slots
 from gateway.guard.window import StreamWindow
 from gateway.relay import EventStream, SSEStream
+from gateway.relay_responses import ResponsesStream
 from providers.jsonio import dumps
 
 __all__ = ["GuardrailStage"]
 
-#: The OpenAI routes whose streams are chunks the output window can hold back (and /v1/messages,
-#: whose chunks it holds back before they are translated).
-_SSE_PATHS = ("/chat/completions", "/completions")
+#: The window that holds back each kind of stream (one of no text, audio, is not held).
+_WINDOWS = {SSEStream: StreamWindow, EventStream: StreamWindow, ResponsesStream: ResponsesWindow}
+
+#: The OpenAI routes whose streams an output window can hold back (and /v1/messages, whose chunks it
+#: holds back before they are translated).
+_STREAM_PATHS = ("/chat/completions", "/completions", "/responses")
 
 
 class GuardrailStage:
@@ -57,14 +62,11 @@ class GuardrailStage:
             return
         ctx.guardrail = guardrail
         body = ctx.body
-        if guardrail.scans_output and body is not None and body.get("stream") is True:
-            if getattr(resource, "path", None) not in _SSE_PATHS and ctx.error_format != "anthropic":
-                raise InvalidRequestError("Streaming is not available for this model on this API yet: its "
-                                          "guardrail profile scans output (stream it through /v1/chat/completions)",
-                                          code="streaming_unavailable")
-            if isinstance(body.get("n"), int) and body["n"] > 1:
-                raise InvalidRequestError("Streaming several choices (n > 1) is not available for this model: "
-                                          "its guardrail profile scans output", param="n", code="streaming_unavailable")
+        if guardrail.scans_output and body is not None and body.get("stream") is True and \
+                getattr(resource, "path", None) not in _STREAM_PATHS and ctx.error_format != "anthropic":
+            raise InvalidRequestError("Streaming is not available for this model on this API yet: its "
+                                      "guardrail profile scans output (stream it through /v1/chat/completions)",
+                                      code="streaming_unavailable")
         if resource.capability == "moderation" and ctx.body is not None:
             self._moderate(req, resp, guardrail)
             return
@@ -89,9 +91,10 @@ class GuardrailStage:
         if guardrail is None or not guardrail.scans_output:
             return
         if ctx.stream is not None:
-            if isinstance(ctx.stream, SSEStream | EventStream):
+            window = _WINDOWS.get(type(ctx.stream))
+            if window is not None:
                 scan = Scan(guardrail.id, "output", time.time())
-                ctx.stream.hold_back(StreamWindow(guardrail, self._window_chars, scan=scan))
+                ctx.stream.hold_back(window(guardrail, self._window_chars, scan=scan))
                 ctx.outcome.guardrail_scans = [*(ctx.outcome.guardrail_scans or ()), scan]
             return
         if not resp.data:

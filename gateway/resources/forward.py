@@ -13,6 +13,7 @@ import falcon
 
 from gateway.outcome import Usage
 from gateway.relay import RawStream
+from gateway.relay_responses import ResponsesStream
 from gateway.resources.respond import inference_headers
 from gateway.routing import ForwardAnswer, Router
 from providers.base import ForwardRequest
@@ -28,19 +29,22 @@ class JSONForward:
     body_kind = "json"
 
     def __init__(self, router: Router, capability: str, path: str, required: tuple[str, ...] = (),
-                 *, always_stream: bool = False) -> None:
+                 *, always_stream: bool = False, events: int | None = None) -> None:
         self._router = router
         self.capability = capability
         self.path = path
         self.required = required
         #: Answers relayed as they arrive whatever the body says (speech audio).
         self._always_stream = always_stream
+        #: The largest event of a stream the gateway reads event by event (Responses), else None:
+        #: a stream relayed as bytes.
+        self._events = events
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         ctx = req.context
         stream = self._always_stream or ctx.body.get("stream") is True
         request = ForwardRequest(self.capability, self.path, ctx.model, json=ctx.body, stream=stream)
-        _respond(req, resp, self._router.forward(ctx.route, request, ctx.peer, ctx.outcome))
+        _respond(req, resp, self._router.forward(ctx.route, request, ctx.peer, ctx.outcome), self._events)
 
 
 class FormForward:
@@ -62,16 +66,22 @@ class FormForward:
         _respond(req, resp, self._router.forward(ctx.route, request, ctx.peer, ctx.outcome))
 
 
-def _respond(req: falcon.Request, resp: falcon.Response, answer: ForwardAnswer) -> None:
+def _respond(req: falcon.Request, resp: falcon.Response, answer: ForwardAnswer, events: int | None = None) -> None:
     ctx = req.context
     forwarded = answer.forwarded
     label = answer.candidate.label
     resp.content_type = forwarded.content_type
     if forwarded.stream is not None:
-        ctx.stream = resp.stream = RawStream(
-            answer.first, forwarded.stream, forwarded.content_type, answer.deadline, ctx.peer, label,
-            outcome=ctx.outcome,
-        )
+        if events is not None and forwarded.content_type.startswith("text/event-stream"):
+            ctx.stream = resp.stream = ResponsesStream(
+                answer.first, forwarded.stream, ctx.model, answer.deadline, ctx.peer, label,
+                max_event_bytes=events, outcome=ctx.outcome, pricing=answer.candidate.pricing,
+            )
+        else:
+            ctx.stream = resp.stream = RawStream(
+                answer.first, forwarded.stream, forwarded.content_type, answer.deadline, ctx.peer, label,
+                outcome=ctx.outcome,
+            )
         resp.set_header("Cache-Control", "no-cache")
         inference_headers(resp, label, answer.attempts)
         return

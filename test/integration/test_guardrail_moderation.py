@@ -14,7 +14,7 @@ import json
 import time
 
 import pytest
-from configs import dummy_provider, model_toml, openai_provider, toml_value
+from configs import dummy_provider, guarded_model, openai_provider, toml_value
 from upstream import CONTENT, FLAGGED_WORD, refused_base_url
 from upstream_raw import response
 from upstream_wire import HANG_LIMIT_S, POLL_S
@@ -62,12 +62,6 @@ def _profile(profile_id: str, providers: dict[str, dict[str, object]], **keys: o
     return text
 
 
-def _guarded(name: str, provider: dict[str, object], profile: str) -> str:
-    """A model whose ``guardrail_profile`` is ``profile``."""
-    text = model_toml(name, {"p": provider})
-    return text.replace("\nrouting = ", f'\nguardrail_profile = "{profile}"\nrouting = ', 1)
-
-
 def _config(upstream, raw_upstream) -> str:
     mod = upstream.url
     hang = raw_upstream.url
@@ -109,8 +103,8 @@ def _config(upstream, raw_upstream) -> str:
             "any": _provider(mod, {SECOND_PROBE_MODEL: []})}, execution_mode="sequential"),
     }
     chat = openai_provider("ok", upstream.url)
-    models = [_guarded(profile_id, chat, profile_id) for profile_id in profiles if profile_id != "mod-out"]
-    models.append(_guarded("echo-out", dummy_provider("echo"), "mod-out"))
+    models = [guarded_model(profile_id, chat, profile_id) for profile_id in profiles if profile_id != "mod-out"]
+    models.append(guarded_model("echo-out", dummy_provider("echo"), "mod-out"))
     return "".join(profiles.values()) + "".join(models)
 
 

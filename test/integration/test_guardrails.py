@@ -12,7 +12,7 @@ import json
 import anthropic
 import openai
 import pytest
-from configs import dummy_provider, model_toml, openai_provider
+from configs import dummy_provider, guarded_model, openai_provider
 from conftest import CLIENT_TIMEOUT_S
 from upstream import CONTENT
 from upstream_raw import response, sse
@@ -85,32 +85,26 @@ EMAIL_ANSWER, EMAIL_TEXT_ANSWER, NOT_A_CARD_ANSWER = "email-answer", "email-text
 CARD_STREAM, CARD_TEXT_STREAM, CLEAN_STREAM = "card-stream", "card-text-stream", "clean-stream"
 
 
-def _guarded(name: str, provider: dict[str, object], profile: str, **options) -> str:
-    """A model whose ``guardrail_profile`` is ``profile``."""
-    text = model_toml(name, {"p": provider}, **options)
-    return text.replace("\nrouting = ", f'\nguardrail_profile = "{profile}"\nrouting = ', 1)
-
-
 def _models(upstream, raw_upstream) -> str:
     endpoints = ["chat", "completions", "embedding"]
     raw = raw_upstream.url
     return PROFILES + "".join([
-        _guarded("in-block", openai_provider("in-block", upstream.url), "block-in", endpoints=endpoints),
-        _guarded("in-redact", openai_provider("in-redact", upstream.url), "redact-in", endpoints=endpoints),
-        _guarded("out-redact-in", openai_provider("out-redact-in", upstream.url), "redact-out"),
-        _guarded("both-ok", openai_provider("ok", upstream.url), "redact-both"),
-        _guarded("echo-out", dummy_provider("echo"), "redact-out"),
-        _guarded("email-redact", openai_provider(EMAIL_ANSWER, raw), "redact-out"),
-        _guarded("email-block", openai_provider(EMAIL_ANSWER, raw), "block-out"),
-        _guarded("email-in-only", openai_provider(EMAIL_ANSWER, raw), "redact-in"),
-        _guarded("email-text-redact", openai_provider(EMAIL_TEXT_ANSWER, raw), "redact-out",
+        guarded_model("in-block", openai_provider("in-block", upstream.url), "block-in", endpoints=endpoints),
+        guarded_model("in-redact", openai_provider("in-redact", upstream.url), "redact-in", endpoints=endpoints),
+        guarded_model("out-redact-in", openai_provider("out-redact-in", upstream.url), "redact-out"),
+        guarded_model("both-ok", openai_provider("ok", upstream.url), "redact-both"),
+        guarded_model("echo-out", dummy_provider("echo"), "redact-out"),
+        guarded_model("email-redact", openai_provider(EMAIL_ANSWER, raw), "redact-out"),
+        guarded_model("email-block", openai_provider(EMAIL_ANSWER, raw), "block-out"),
+        guarded_model("email-in-only", openai_provider(EMAIL_ANSWER, raw), "redact-in"),
+        guarded_model("email-text-redact", openai_provider(EMAIL_TEXT_ANSWER, raw), "redact-out",
                  endpoints=["completions"]),
-        _guarded("not-a-card", openai_provider(NOT_A_CARD_ANSWER, raw), "redact-out"),
-        _guarded("card-redact", openai_provider(CARD_STREAM, raw), "redact-out"),
-        _guarded("card-block", openai_provider(CARD_STREAM, raw), "block-out"),
-        _guarded("card-text-redact", openai_provider(CARD_TEXT_STREAM, raw), "redact-out",
+        guarded_model("not-a-card", openai_provider(NOT_A_CARD_ANSWER, raw), "redact-out"),
+        guarded_model("card-redact", openai_provider(CARD_STREAM, raw), "redact-out"),
+        guarded_model("card-block", openai_provider(CARD_STREAM, raw), "block-out"),
+        guarded_model("card-text-redact", openai_provider(CARD_TEXT_STREAM, raw), "redact-out",
                  endpoints=["completions"]),
-        _guarded("clean-redact", openai_provider(CLEAN_STREAM, raw), "redact-out"),
+        guarded_model("clean-redact", openai_provider(CLEAN_STREAM, raw), "redact-out"),
     ])
 
 
@@ -482,23 +476,23 @@ class TestMessagesStreaming:
 
 class TestConfig:
     def test_a_model_naming_an_undefined_profile_is_refused_at_start(self, gateway_cli):
-        models = _guarded("m", dummy_provider("echo"), "nope")
+        models = guarded_model("m", dummy_provider("echo"), "nope")
         result = gateway_cli(models, "--bind", "127.0.0.1:0")
         assert result.returncode == 1, result.stdout + result.stderr
         assert 'models.m.guardrail_profile: profile "nope" is not defined under guardrails' in result.stderr
 
     def test_an_azure_content_safety_provider_needs_its_endpoint(self, gateway_cli):
         profile = '[guardrails."mod"]\n[guardrails."mod".providers.safety]\ntype = "azure_content_safety"\n'
-        result = gateway_cli(profile + _guarded("m", dummy_provider("echo"), "mod"), "--check-config")
+        result = gateway_cli(profile + guarded_model("m", dummy_provider("echo"), "mod"), "--check-config")
         assert result.returncode == 1, result.stdout + result.stderr
         assert "guardrails.mod.providers.safety.endpoint: missing" in result.stderr
 
     def test_an_unknown_guard_provider_type_is_refused(self, gateway_cli):
         profile = '[guardrails."mod"]\n[guardrails."mod".providers.x]\ntype = "lakera"\n'
-        result = gateway_cli(profile + _guarded("m", dummy_provider("echo"), "mod"), "--check-config")
+        result = gateway_cli(profile + guarded_model("m", dummy_provider("echo"), "mod"), "--check-config")
         assert result.returncode == 1, result.stdout + result.stderr
         assert "guardrails.mod.providers.x.type: one of: local, openai, azure_content_safety" in result.stderr
 
     def test_the_profiles_of_this_module_pass_the_check(self, gateway_cli):
-        result = gateway_cli(PROFILES + _guarded("m", dummy_provider("echo"), "redact-both"), "--check-config")
+        result = gateway_cli(PROFILES + guarded_model("m", dummy_provider("echo"), "redact-both"), "--check-config")
         assert result.returncode == 0, result.stdout + result.stderr

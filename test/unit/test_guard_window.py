@@ -65,9 +65,51 @@ def test_text_held_behind_an_open_finding_is_bounded_and_not_rescanned_per_chunk
     assert guard.scans < 2000 / 5, guard.scans
 
 
-def test_several_choices_fail_closed():
+def choice_chunk(index, content=None, finish=None) -> dict:
+    delta = {} if content is None else {"content": content}
+    return {"id": "c", "object": "chat.completion.chunk",
+            "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
+
+
+def texts_by_choice(out) -> dict:
+    texts: dict = {}
+    for c in out:
+        for choice in c["choices"]:
+            texts[choice["index"]] = texts.get(choice["index"], "") + (choice["delta"].get("content") or "")
+    return texts
+
+
+def test_several_choices_are_held_apart():
     window = StreamWindow(guardrail(), 50)
-    assert window.feed({"choices": [{"index": 1, "delta": {"content": CARD}}]}) == [] and window.blocked
+    out = []
+    # Interleaved the way OpenAI sends n > 1: one choice per chunk; each choice has half a card.
+    for piece in ("x" * 60, "4111 1111", " 1111 1111", " end"):
+        out += window.feed(choice_chunk(0, piece))
+        out += window.feed(choice_chunk(1, piece.replace("x", "y")))
+    out += window.feed(choice_chunk(0, finish="stop")) + window.feed(choice_chunk(1, finish="stop"))
+    out += window.close()
+    texts = texts_by_choice(out)
+    assert texts == {0: "x" * 60 + "[REDACTED_CREDIT_CARD] end", 1: "y" * 60 + "[REDACTED_CREDIT_CARD] end"}
+    assert [c["choices"][0]["finish_reason"] for c in out if c["choices"][0]["finish_reason"]] == ["stop", "stop"]
+
+
+def test_a_block_in_one_choice_ends_every_open_choice():
+    window = StreamWindow(guardrail("block"), 50)
+    out = window.feed(choice_chunk(0, "fine " * 20)) + window.feed(choice_chunk(0, finish="stop"))
+    out += window.feed(choice_chunk(1, f"card {CARD} here"))
+    out += window.feed(choice_chunk(2, "also fine"))
+    out += window.close()
+    assert window.blocked and CARD not in str(out)
+    last = window.blocked_chunk()
+    assert {c["index"]: c["finish_reason"] for c in last["choices"]} == {1: "content_filter", 2: "content_filter"}
+
+
+def test_one_chunk_with_several_choices_is_split():
+    window = StreamWindow(guardrail(), 50)
+    both = {"id": "c", "choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"},
+                                   {"index": 1, "delta": {"content": "b"}, "finish_reason": "stop"}]}
+    out = window.feed(both) + window.close()
+    assert texts_by_choice(out) == {0: "a", 1: "b"}
 
 
 def test_texts_of_odd_bodies_and_responses_answers():
