@@ -1,7 +1,10 @@
 """Where the text of a request or an answer is, per API: the places a guardrail reads and may rewrite.
 
 Each function returns ``(holder, key)`` pairs whose ``holder[key]`` is a string, so a redaction is
-written back in place and everything else in the body is left as it was.
+written back in place and everything else in the body is left as it was. Beside the message texts
+they find what else carries words: tool-call arguments (a JSON string, or Anthropic's ``input``
+object, whose strings are read one by one), tool results, refusals, reasoning, image prompts and the
+text to be spoken. Token-array prompts carry no text to read.
 """
 
 from __future__ import annotations
@@ -12,16 +15,28 @@ __all__ = ["answer_slots", "request_slots"]
 
 Slot = tuple[Any, Any]
 
+#: The most nesting a tool's ``input`` object is read to (deeper is a 400 of the upstream's).
+_DEPTH = 32
+
 
 def _text_or_parts(holder: Any, key: Any, out: list[Slot]) -> None:
-    """A ``content`` that is a string, or a list of parts whose ``text`` parts hold strings."""
+    """A ``content`` that is a string, or a list of parts: ``text`` parts, and Anthropic's tool blocks."""
     value = holder.get(key) if isinstance(holder, dict) else None
     if isinstance(value, str):
         out.append((holder, key))
     elif isinstance(value, list):
         for part in value:
-            if isinstance(part, dict) and isinstance(part.get("text"), str):
+            if not isinstance(part, dict):
+                continue
+            if isinstance(part.get("text"), str):
                 out.append((part, "text"))
+            kind = part.get("type")
+            if kind == "tool_result":
+                _text_or_parts(part, "content", out)
+            elif kind == "tool_use":
+                _strings_within(part, "input", out)
+            elif kind == "thinking" and isinstance(part.get("thinking"), str):
+                out.append((part, "thinking"))
 
 
 def _strings(holder: dict, key: str, out: list[Slot]) -> None:
@@ -32,9 +47,37 @@ def _strings(holder: dict, key: str, out: list[Slot]) -> None:
         out.extend((value, i) for i, item in enumerate(value) if isinstance(item, str))
 
 
+def _strings_within(holder: Any, key: Any, out: list[Slot], depth: int = 0) -> None:
+    """Every string anywhere in ``holder[key]`` (a JSON value)."""
+    value = holder[key]
+    if isinstance(value, str):
+        out.append((holder, key))
+    elif depth < _DEPTH and isinstance(value, dict):
+        for k in value:
+            _strings_within(value, k, out, depth + 1)
+    elif depth < _DEPTH and isinstance(value, list):
+        for i in range(len(value)):
+            _strings_within(value, i, out, depth + 1)
+
+
+def _fields(holder: Any, keys: tuple[str, ...], out: list[Slot]) -> None:
+    if isinstance(holder, dict):
+        out.extend((holder, key) for key in keys if isinstance(holder.get(key), str))
+
+
+def _tool_calls(message: dict, out: list[Slot]) -> None:
+    """OpenAI tool calls' arguments (and the older ``function_call``'s)."""
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
+        if isinstance(call, dict):
+            _fields(call.get("function"), ("arguments",), out)
+    _fields(message.get("function_call"), ("arguments",), out)
+
+
 def request_slots(body: Any, capability: str, anthropic: bool = False) -> list[Slot]:
     """Every text the client sends: chat messages (OpenAI's or Anthropic's, with Anthropic's
-    ``system``), a completion's prompt, an embedding's input, a Responses input, moderation input."""
+    ``system``, tool calls and tool results), a completion's prompt, an embedding's input, a
+    Responses input, moderation input, an image prompt, the text of speech."""
     out: list[Slot] = []
     if not isinstance(body, dict):
         return out
@@ -44,10 +87,15 @@ def request_slots(body: Any, capability: str, anthropic: bool = False) -> list[S
         messages = body.get("messages")
         for message in messages if isinstance(messages, list) else ():  # a bad one is the resource's 400
             _text_or_parts(message, "content", out)
+            if isinstance(message, dict):
+                _fields(message, ("refusal",), out)
+                _tool_calls(message, out)
     elif capability == "completions":
         _strings(body, "prompt", out)
-    elif capability in ("embedding", "moderation"):
+    elif capability in ("embedding", "moderation", "text_to_speech"):
         _strings(body, "input", out)
+    elif capability == "image_generation":
+        _strings(body, "prompt", out)
     elif capability == "responses":
         _strings(body, "instructions", out)
         value = body.get("input")
@@ -57,33 +105,41 @@ def request_slots(body: Any, capability: str, anthropic: bool = False) -> list[S
             for item in value:
                 if isinstance(item, dict):
                     _text_or_parts(item, "content", out)
+                    _fields(item, ("arguments", "output"), out)  # function_call, function_call_output
     return out
 
 
 def answer_slots(answer: Any, capability: str, anthropic: bool = False) -> list[tuple[Slot, Any]]:
-    """The texts of a whole answer, each with the choice it belongs to (None for Anthropic's)."""
+    """The texts of a whole answer, each with the choice it belongs to (None for Anthropic's and
+    Responses answers)."""
     out: list[tuple[Slot, Any]] = []
     if not isinstance(answer, dict):
         return out
     if anthropic:
-        for block in answer.get("content") or ():
-            if isinstance(block, dict) and isinstance(block.get("text"), str):
-                out.append(((block, "text"), None))
-        return out
+        slots: list[Slot] = []
+        _text_or_parts(answer, "content", slots)
+        return [(slot, None) for slot in slots]
     if capability == "responses":
+        slots = []
         for item in answer.get("output") or ():
-            for part in (item.get("content") or ()) if isinstance(item, dict) else ():
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    out.append(((part, "text"), None))
-        if isinstance(answer.get("output_text"), str):
-            out.append(((answer, "output_text"), None))
-        return out
+            if not isinstance(item, dict):
+                continue
+            for part in item.get("content") or ():
+                _fields(part, ("text", "refusal"), slots)
+            for part in item.get("summary") or ():  # reasoning summaries
+                _fields(part, ("text",), slots)
+            _fields(item, ("arguments",), slots)
+        _fields(answer, ("output_text",), slots)
+        return [(slot, None) for slot in slots]
     for choice in answer.get("choices") or ():
         if not isinstance(choice, dict):
             continue
         if capability == "completions" and isinstance(choice.get("text"), str):
             out.append(((choice, "text"), choice))
         message = choice.get("message")
-        if isinstance(message, dict) and isinstance(message.get("content"), str):
-            out.append(((message, "content"), choice))
+        if isinstance(message, dict):
+            slots = []
+            _fields(message, ("content", "refusal", "reasoning_content"), slots)
+            _tool_calls(message, slots)
+            out.extend((slot, choice) for slot in slots)
     return out

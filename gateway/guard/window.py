@@ -81,14 +81,22 @@ class TextHold:
         return out
 
 
+#: The texts of a chat delta held back (besides tool-call arguments); a completions choice has ``text``.
+_CHAT_FIELDS = ("content", "reasoning_content", "refusal")
+_TEXT_FIELDS = ("text",)
+
+
 class StreamWindow:
-    """For OpenAI chunks: chat (``choices[i].delta.content``) or completions (``choices[i].text``)."""
+    """For OpenAI chunks: chat (``choices[i].delta``: its content, reasoning, refusal and tool-call
+    arguments) or completions (``choices[i].text``). Each text of each choice has its own hold; a
+    chunk carrying one text first lets out what the choice holds of the others, so the client gets
+    them in the order they came, and a finish lets out everything the choice holds."""
 
     def __init__(self, guardrail: Guardrail, size: int, overlap: int = OVERLAP, scan: Scan | None = None) -> None:
         self._hold = lambda: TextHold(guardrail, size, overlap, scan)
-        #: Per choice index: its hold and the last chunk that carried its text (the envelope of what
-        #: a window sends).
-        self._holds: dict[Any, TextHold] = {}
+        #: Per (choice index, text): its hold; a text is a field name, or a tool call's index.
+        self._holds: dict[tuple[Any, Any], TextHold] = {}
+        #: Per choice index: its last chunk (the envelope of what a flush sends).
         self._templates: dict[Any, dict] = {}
         #: Choices that have finished: a blocked stream's last chunk ends only the others.
         self._finished: set[Any] = set()
@@ -103,108 +111,145 @@ class StreamWindow:
         choices = chunk.get("choices")
         if not isinstance(choices, list) or not choices:
             # A chunk of no choice (usage): everything held goes first, whole.
-            out = self._flush_all()
+            out = self.close()
             return out if self.blocked else out + [chunk]
-        if len(choices) > 1:
-            out = []
-            for choice in choices:
-                out += self.feed({**chunk, "choices": [choice]})
-                if self.blocked:
-                    break
-            return out
-        choice = choices[0] if isinstance(choices[0], dict) else {}
-        index = choice.get("index", 0)
-        hold = self._holds.get(index)
-        if hold is None:
-            hold = self._holds[index] = self._hold()
-        text = _text(choice)
-        boundary = choice.get("finish_reason") is not None or _more_than_text(choice)
-        if text:
-            self._templates[index] = chunk
-            released = hold.add(text)
-        elif not boundary:
-            # No text and nothing else (a role, an empty delta): it goes out only before any text is
-            # held, and never forces out what is held.
-            return [] if hold.held else [chunk]
-        else:
-            released = ""
-        if not boundary:
-            return self._sent(index, hold, released)
-        # A real boundary (tool calls, a finish): what is held goes first, whole.
-        out = self._sent(index, hold, released + hold.flush())
-        if self.blocked:
-            return out
-        if choice.get("finish_reason") is not None:
-            self._finished.add(index)
-        return out + [_with_text(chunk, None) if text else chunk]
-
-    def close(self) -> list[dict]:
-        """The upstream ended: what is still held, scanned."""
-        return self._flush_all()
-
-    def _flush_all(self) -> list[dict]:
         out: list[dict] = []
-        for index, hold in self._holds.items():
-            out += self._sent(index, hold, hold.flush())
+        for choice in choices:
+            if isinstance(choice, dict):
+                out += self._feed_choice({**chunk, "choices": [choice]}, choice)
             if self.blocked:
                 return []
         return out
 
-    def _sent(self, index: Any, hold: TextHold, text: str) -> list[dict]:
-        if hold.blocked:
-            self.blocked = True
-            return []
+    def _feed_choice(self, chunk: dict, choice: dict) -> list[dict]:
+        index = choice.get("index", 0)
+        delta = choice.get("delta")
+        chat = isinstance(delta, dict)
+        holder = delta if chat else choice
+        texts = {field: holder[field] for field in (_CHAT_FIELDS if chat else _TEXT_FIELDS)
+                 if isinstance(holder.get(field), str) and holder[field]}
+        calls = _call_arguments(delta) if chat else {}
+        finish = choice.get("finish_reason") is not None
+        self._templates[index] = chunk
+        if not texts and not calls and not finish and not _more_than_text(choice):
+            # No text and nothing else (a role, an empty delta): it goes out only before any text is
+            # held, and never forces out what is held.
+            return [] if self._holding(index) else [chunk]
+        out = []
+        for (i, key), hold in self._holds.items():
+            if i == index and key not in texts and key not in calls and hold.held:
+                out += self._flushed(index, key, hold.flush())
+        released_texts, released_calls = {}, {}
+        for key, text in (*texts.items(), *calls.items()):
+            hold = self._holds.get((index, key))
+            if hold is None:
+                hold = self._holds[(index, key)] = self._hold()
+            released = hold.add(text) + (hold.flush() if finish else "")
+            if hold.blocked:
+                self.blocked = True
+                return []
+            (released_texts if key in texts else released_calls)[key] = released
+        if finish:
+            self._finished.add(index)
+        sent = _rewritten(chunk, choice, released_texts, released_calls)
+        return out + ([sent] if sent is not None else [])
+
+    def _holding(self, index: Any) -> bool:
+        return any(hold.held for (i, _), hold in self._holds.items() if i == index)
+
+    def close(self) -> list[dict]:
+        """The upstream ended (or a chunk of no choice came): everything held, scanned."""
+        out: list[dict] = []
+        for (index, key), hold in self._holds.items():
+            out += self._flushed(index, key, hold.flush())
+            if hold.blocked:
+                self.blocked = True
+                return []
+        return out
+
+    def _flushed(self, index: Any, key: Any, text: str) -> list[dict]:
+        """A chunk of one held text, in the envelope of the choice's last chunk."""
         template = self._templates.get(index)
-        return [_text_chunk(template, text)] if text and template is not None else []
+        if not text or template is None:
+            return []
+        chunk = {k: template[k] for k in ("id", "object", "created", "model", "system_fingerprint") if k in template}
+        if isinstance(key, int):
+            choice = {"index": index, "delta": {"tool_calls": [{"index": key, "function": {"arguments": text}}]}}
+        elif key == "text":
+            choice = {"index": index, "text": text}
+        else:
+            choice = {"index": index, "delta": {key: text}}
+        chunk["choices"] = [{**choice, "logprobs": None, "finish_reason": None}]
+        return [chunk]
 
     def blocked_chunk(self) -> dict:
         """The last chunk of a blocked stream: every choice not yet finished ends ``content_filter``."""
-        open_ = [i for i in self._holds if i not in self._finished] or [0]
-        template = next(iter(self._templates.values()), None) or {
-            "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}}]}
-        chunk = _with_text(template, None)
-        first = chunk["choices"][0]
-        chunk["choices"] = [{**first, "index": i, "finish_reason": "content_filter", "logprobs": None}
-                            for i in open_]
+        open_ = [i for i in self._templates if i not in self._finished] or [0]
+        template = next(iter(self._templates.values()), None) or {"object": "chat.completion.chunk"}
+        chunk = {k: template[k] for k in ("id", "object", "created", "model", "system_fingerprint") if k in template}
+        chat = chunk.get("object") != "text_completion"
+        chunk["choices"] = [{"index": i, **({"delta": {}} if chat else {"text": ""}), "logprobs": None,
+                             "finish_reason": "content_filter"} for i in open_]
         return chunk
 
 
-def _text(choice: dict) -> str | None:
-    delta = choice.get("delta")
-    value = delta.get("content") if isinstance(delta, dict) else choice.get("text")
-    return value if isinstance(value, str) else None
+def _call_arguments(delta: dict) -> dict[int, str]:
+    """The argument text of each tool call in a chat delta, by the call's index."""
+    calls = delta.get("tool_calls")
+    out = {}
+    for position, call in enumerate(calls if isinstance(calls, list) else ()):
+        function = call.get("function") if isinstance(call, dict) else None
+        arguments = function.get("arguments") if isinstance(function, dict) else None
+        if isinstance(arguments, str) and arguments:
+            index = call.get("index", position)
+            out[index if isinstance(index, int) else position] = arguments
+    return out
 
 
 def _more_than_text(choice: dict) -> bool:
-    """Whether a chunk's delta carries more than text (tool calls, say): it then goes out at once."""
+    """Whether a chunk carries more than its texts (a tool call's name, say): it then goes out."""
     delta = choice.get("delta")
     return isinstance(delta, dict) and any(v not in (None, "", [], {}) for k, v in delta.items()
-                                           if k not in ("content", "role"))
+                                           if k not in _CHAT_FIELDS and k != "role")
 
 
-def _text_chunk(template: dict, text: str) -> dict[str, Any]:
-    """A chunk of ``text`` alone, made from ``template``'s envelope: no finish, tool calls or logprobs of
-    the chunk it came from (those go out with that chunk, once)."""
-    chunk = {k: template[k] for k in ("id", "object", "created", "model", "system_fingerprint") if k in template}
-    choice = template["choices"][0]
-    index = choice.get("index", 0)
-    if isinstance(choice.get("delta"), dict):
-        chunk["choices"] = [{"index": index, "delta": {"content": text}, "logprobs": None, "finish_reason": None}]
-    else:
-        chunk["choices"] = [{"index": index, "text": text, "logprobs": None, "finish_reason": None}]
-    return chunk
-
-
-def _with_text(template: dict, text: str | None) -> dict[str, Any]:
-    """``template`` with its one choice's text set to ``text`` (None: no text at all)."""
-    choice = dict(template["choices"][0])
-    if isinstance(choice.get("delta"), dict):
-        delta = dict(choice["delta"])
-        if text is None:
-            delta.pop("content", None)
+def _rewritten(chunk: dict, choice: dict, texts: dict[str, str], calls: dict[int, str]) -> dict | None:
+    """``chunk`` with its texts replaced by what may go out of them; None when nothing is left to send."""
+    choice = dict(choice)
+    if texts or calls:
+        # NOTE: the logprobs spell out the held text token by token: they go with it.
+        choice["logprobs"] = None
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):
+        if "text" in texts:
+            choice["text"] = texts["text"]
+        if not choice.get("text") and choice.get("finish_reason") is None:
+            return None
+        return {**chunk, "choices": [choice]}
+    delta = dict(delta)
+    for field in _CHAT_FIELDS:
+        if field in texts:
+            if texts[field]:
+                delta[field] = texts[field]
+            else:
+                delta.pop(field)
+    if calls:
+        kept = []
+        for position, call in enumerate(delta.get("tool_calls") or ()):
+            index = call.get("index", position) if isinstance(call, dict) else position
+            if not isinstance(call, dict) or index not in calls:
+                kept.append(call)
+                continue
+            function = {**call["function"], "arguments": calls[index]}
+            call = {**call, "function": function}
+            if calls[index] or any(k not in ("index", "function") for k in call) or len(function) > 1:
+                kept.append(call)
+        if kept:
+            delta["tool_calls"] = kept
         else:
-            delta["content"] = text
-        choice["delta"] = delta
-    elif text is not None or "text" in choice:
-        choice["text"] = text or ""
-    return {**template, "choices": [choice]}
+            delta.pop("tool_calls")
+    choice["delta"] = delta
+    if not any(v not in (None, "", [], {}) for k, v in delta.items() if k != "role") and \
+            choice.get("finish_reason") is None:
+        return None
+    return {**chunk, "choices": [choice]}

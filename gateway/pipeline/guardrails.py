@@ -110,12 +110,7 @@ class GuardrailStage:
         if not verdict.blocked and not verdict.redacted:
             return
         if verdict.blocked:
-            for (holder, key), choice in slots:
-                holder[key] = ""
-                if choice is not None:
-                    choice["finish_reason"] = "content_filter"
-                elif ctx.error_format == "anthropic":
-                    answer["stop_reason"] = "refusal"
+            _withhold(answer, resource.capability, ctx.error_format == "anthropic", slots)
         else:
             for ((holder, key), _), text in zip(slots, verdict.texts, strict=True):
                 holder[key] = text
@@ -138,6 +133,30 @@ class GuardrailStage:
         resp.content_type = falcon.MEDIA_JSON
         resp.data = dumps({"id": f"modr-{ctx.outcome.inference_id}", "model": ctx.model, "results": results})
         resp.complete = True  # answered here: the resource (and its upstream call) is skipped
+
+
+def _withhold(answer: dict, capability: str, anthropic: bool, slots: list) -> None:
+    """A blocked whole answer: none of its text, tool calls or reasoning, and the API's way of saying
+    a content filter stopped it."""
+    if anthropic:
+        answer["content"] = [{"type": "text", "text": ""}]
+        answer["stop_reason"] = "refusal"
+        return
+    if capability == "responses":
+        answer["output"] = []
+        if "output_text" in answer:
+            answer["output_text"] = ""
+        answer["status"] = "incomplete"
+        answer["incomplete_details"] = {"reason": "content_filter"}
+        return
+    for choice in {id(choice): choice for _, choice in slots}.values():
+        choice["finish_reason"] = "content_filter"
+        if "text" in choice:
+            choice["text"] = ""
+        message = choice.get("message")
+        if isinstance(message, dict):
+            choice["message"] = {"role": message.get("role", "assistant"), "content": "",
+                                 **({"refusal": None} if "refusal" in message else {})}
 
 
 def _scan(outcome, guardrail: Guardrail, guard_type: str, texts: list[str]) -> Verdict:

@@ -1,5 +1,5 @@
-"""Output guardrails on the streams beyond one chat choice: ``/v1/responses`` events and ``n > 1``
-chat streams, each with a card split over pieces that must never reach the client whole."""
+"""Output guardrails beyond one chat text: ``/v1/responses`` events, ``n > 1`` chat streams and tool
+calls (whole and streamed), each with a card split over pieces that must never reach the client whole."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 from configs import guarded_model, model_toml, openai_provider
-from upstream_raw import chunk, sse
+from upstream_raw import chunk, response, sse
 
 ALL_PII = ["email", "phone", "credit_card", "ssn", "ip", "secret"]
 CARD = "4111 1111 1111 1111"
@@ -77,10 +77,31 @@ def _two_choices_stream() -> list[bytes]:
     return sse(*chunks)
 
 
+def _tool_call_answer() -> bytes:
+    call = {"id": "call_1", "type": "function", "function": {"name": "pay", "arguments": json.dumps({"card": CARD})}}
+    body = {"id": "chatcmpl-raw", "object": "chat.completion", "created": 0, "model": "raw",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                         "finish_reason": "tool_calls"}]}
+    return response(200, json.dumps(body).encode())
+
+
+def _tool_call_stream() -> list[bytes]:
+    def one(delta: dict, finish: str | None = None) -> bytes:
+        return json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "raw",
+                           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}).encode()
+    head = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "pay", "arguments": ""}}
+    pieces = ('{"note": "' + PREFIX, *CARD_PIECES, '"}')
+    return sse(one({"role": "assistant", "tool_calls": [head]}),
+               *(one({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}) for p in pieces),
+               one({}, "tool_calls"))
+
+
 @pytest.fixture(scope="module")
 def gw(module_gateway_factory, raw_upstream):
     raw_upstream.on("responses-card", _responses_stream())
     raw_upstream.on("two-choices", _two_choices_stream())
+    raw_upstream.on("tool-call", _tool_call_answer())
+    raw_upstream.on("tool-call-stream", _tool_call_stream())
     models = PROFILES + "".join([
         guarded_model("resp-redact", openai_provider("responses-card", raw_upstream.url), "redact-out",
                  endpoints=["responses"]),
@@ -89,6 +110,9 @@ def gw(module_gateway_factory, raw_upstream):
         model_toml("resp-open", {"p": openai_provider("responses-card", raw_upstream.url)}, endpoints=["responses"]),
         guarded_model("n2-redact", openai_provider("two-choices", raw_upstream.url), "redact-out"),
         guarded_model("n2-block", openai_provider("two-choices", raw_upstream.url), "block-out"),
+        guarded_model("call-redact", openai_provider("tool-call", raw_upstream.url), "redact-out"),
+        guarded_model("call-block", openai_provider("tool-call", raw_upstream.url), "block-out"),
+        guarded_model("call-stream", openai_provider("tool-call-stream", raw_upstream.url), "redact-out"),
     ])
     return module_gateway_factory(models, settings={"guardrails": {"stream_window_chars": WINDOW_CHARS}})
 
@@ -157,3 +181,26 @@ class TestSeveralChoices:
                     finishes[choice.index] = choice.finish_reason
         assert "1111" not in seen
         assert finishes == {0: "content_filter", 1: "content_filter"}
+
+
+class TestToolCalls:
+    ASK = [{"role": "user", "content": "pay it"}]
+
+    def test_the_arguments_of_a_whole_answer_are_redacted(self, client):
+        answer = client.chat.completions.create(model="call-redact", messages=self.ASK)
+        [call] = answer.choices[0].message.tool_calls
+        assert json.loads(call.function.arguments) == {"card": "[REDACTED_CREDIT_CARD]"}
+
+    def test_a_block_drops_the_tool_calls(self, client):
+        choice = client.chat.completions.create(model="call-block", messages=self.ASK).choices[0]
+        assert choice.finish_reason == "content_filter"
+        assert choice.message.tool_calls is None and not choice.message.content
+
+    def test_streamed_arguments_are_held_back_and_redacted(self, client):
+        arguments, names = "", []
+        for c in client.chat.completions.create(model="call-stream", messages=self.ASK, stream=True):
+            for call in (c.choices[0].delta.tool_calls or ()) if c.choices else ():
+                arguments += call.function.arguments or ""
+                names += [call.function.name] if call.function.name else []
+        assert names == ["pay"]
+        assert json.loads(arguments) == {"note": PREFIX + "[REDACTED_CREDIT_CARD]"}

@@ -127,3 +127,79 @@ def test_a_glob_with_a_character_class_is_not_screened_away():
     rules = RuleSet([parse_rule({"id": "g", "rule_type": "USER_AGENT_BLOCKING",
                                  "config": {"patterns": ["*[abcdefgh]ot*"]}}, "t")])
     assert [m.rule.id for m in rules.matches("1.1.1.1", None, "Mozilla bot/1.0")] == ["g"]
+
+
+def texts(slots) -> list[str]:
+    return [holder[key] for holder, key in slots]
+
+
+def test_request_texts_beyond_messages():
+    chat = {"messages": [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "t", "type": "function", "function": {"name": "f", "arguments": '{"to": "a@b.co"}'}}]},
+        {"role": "tool", "tool_call_id": "t", "content": "sent to a@b.co"}]}
+    assert texts(request_slots(chat, "chat")) == ['{"to": "a@b.co"}', "sent to a@b.co"]
+    claude = {"messages": [
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f",
+                                           "input": {"to": ["a@b.co"], "n": 1}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
+                                      "content": [{"type": "text", "text": "ok a@b.co"}]}]}]}
+    assert texts(request_slots(claude, "chat", anthropic=True)) == ["a@b.co", "ok a@b.co"]
+    responses = {"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                           {"type": "function_call_output", "call_id": "c", "output": "a@b.co"}]}
+    assert texts(request_slots(responses, "responses")) == ["{}", "a@b.co"]
+    assert texts(request_slots({"prompt": "a cat at a@b.co"}, "image_generation")) == ["a cat at a@b.co"]
+    assert texts(request_slots({"input": "say a@b.co", "voice": "x"}, "text_to_speech")) == ["say a@b.co"]
+    assert request_slots({"prompt": [1, 2, 3]}, "completions") == []
+
+
+def test_answer_texts_beyond_content():
+    answer = {"choices": [{"index": 0, "message": {
+        "role": "assistant", "content": None, "refusal": "no", "reasoning_content": "think",
+        "tool_calls": [{"id": "t", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}}]}
+    assert [holder[key] for (holder, key), _ in answer_slots(answer, "chat")] == ["no", "think", "{}"]
+    claude = {"content": [{"type": "thinking", "thinking": "hmm"}, {"type": "text", "text": "hi"},
+                          {"type": "tool_use", "id": "t", "name": "f", "input": {"q": "x"}}]}
+    assert [holder[key] for (holder, key), _ in answer_slots(claude, "chat", anthropic=True)] == ["hmm", "hi", "x"]
+    responses = {"output": [{"type": "reasoning", "summary": [{"type": "summary_text", "text": "s"}]},
+                            {"type": "function_call", "arguments": '{"a": 1}'}]}
+    assert [holder[key] for (holder, key), _ in answer_slots(responses, "responses")] == ["s", '{"a": 1}']
+
+
+def call_chunk(arguments, index=0, **call) -> dict:
+    return {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": index, **call, "function": {"arguments": arguments, **call.pop("function", {})}}]},
+        "finish_reason": None}]}
+
+
+def test_tool_call_arguments_are_held_and_redacted():
+    window = StreamWindow(guardrail(), 50)
+    out = window.feed(call_chunk("", id="call_1", type="function", function={"name": "pay"}))
+    for piece in ('{"note": "' + "x" * 60, "4111 11", "11 1111 ", "1111", ' thanks"}'):
+        out += window.feed(call_chunk(piece))
+    out += window.feed({"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    out += window.close()
+    calls = [call for c in out for call in c["choices"][0]["delta"].get("tool_calls") or ()]
+    assert calls[0]["id"] == "call_1" and calls[0]["function"]["name"] == "pay"
+    arguments = "".join(call["function"]["arguments"] for call in calls)
+    assert arguments == '{"note": "' + "x" * 60 + '[REDACTED_CREDIT_CARD] thanks"}'
+    assert out[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_reasoning_then_content_keep_their_order():
+    window = StreamWindow(guardrail(), 50)
+    out = []
+    for piece in ("let me think ", "about it"):
+        out += window.feed({"id": "c", "choices": [{"index": 0, "delta": {"reasoning_content": piece}}]})
+    out += window.feed(chunk("The answer is 4."))
+    out += window.feed({"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    fields = [(k, v) for c in out for k, v in c["choices"][0]["delta"].items() if v]
+    assert fields == [("reasoning_content", "let me think about it"), ("content", "The answer is 4.")]
+
+
+def test_a_card_in_tool_call_arguments_blocks():
+    window = StreamWindow(guardrail("block"), 50)
+    out = window.feed(call_chunk(f'{{"card": "{CARD}"}}'))
+    out += window.close()
+    assert window.blocked and CARD not in str(out)
+    assert window.blocked_chunk()["choices"][0]["finish_reason"] == "content_filter"
