@@ -48,6 +48,10 @@ _LOCAL_KEYS = {"type", "pii", "action", "patterns", "deny_words"}
 GUARD_PROVIDERS = ("local", "openai", "azure_content_safety")
 _AZURE_KEYS = {"type", "endpoint", "api_key_location", "categories", "severity_threshold", "timeout_ms",
                "api_version"}
+#: OpenAI's moderation categories (omni-moderation-latest; text-moderation-* use a subset).
+MODERATION_CATEGORIES = ("harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
+                         "illicit/violent", "self-harm", "self-harm/intent", "self-harm/instructions", "sexual",
+                         "sexual/minors", "violence", "violence/graphic")
 _OPENAI_KEYS = {"type", "api_base", "api_key_location", "probe_config", "severity_threshold", "timeout_ms"}
 
 
@@ -152,6 +156,11 @@ def _openai_provider(c: Checker, name: str, d: dict, path: str) -> GuardProvider
     for model, categories in c.table(d.get("probe_config", {}), f"{path}.probe_config", None).items():
         if not isinstance(categories, list) or not all(isinstance(x, str) for x in categories):
             c.fail(f"{path}.probe_config.{key_path(model)}", "expected an array of category names")
+            continue
+        unknown = [x for x in categories if x not in MODERATION_CATEGORIES]
+        if unknown:
+            c.fail(f"{path}.probe_config.{key_path(model)}", f'unknown moderation category "{unknown[0]}" '
+                   f'(one of: {", ".join(MODERATION_CATEGORIES)})')
             continue
         probes[model] = tuple(categories)
     threshold = c.get(d, "severity_threshold", path, (int, float), None)

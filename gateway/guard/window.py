@@ -21,6 +21,18 @@ __all__ = ["StreamWindow", "TextHold"]
 
 #: Characters kept back from each window for the next scan: longer than any one finding should be.
 OVERLAP = 64
+#: What emails, keys, addresses and tokens are written with: a window is never cut inside a run of
+#: them, so a long one (an email's local part may be 64 characters) is scanned whole.
+_TOKEN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-@/=:")
+
+
+def _token_start(text: str, cut: int) -> int:
+    """``cut``, moved back to the start of the token it would split (0: the held text is one token)."""
+    if cut >= len(text) or text[cut] not in _TOKEN:
+        return cut
+    while cut > 0 and text[cut - 1] in _TOKEN:
+        cut -= 1
+    return cut
 
 
 class TextHold:
@@ -62,7 +74,7 @@ class TextHold:
     def _release(self, *, final: bool) -> str:
         held = self.held
         self._scanned = len(held)
-        cut = len(held) if final else max(len(held) - self._overlap, 0)
+        cut = len(held) if final else _token_start(held, max(len(held) - self._overlap, 0))
         started = time.monotonic()
         try:
             verdict, cut = self._guardrail.check_window(held, cut)

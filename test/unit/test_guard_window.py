@@ -203,3 +203,12 @@ def test_a_card_in_tool_call_arguments_blocks():
     out += window.close()
     assert window.blocked and CARD not in str(out)
     assert window.blocked_chunk()["choices"][0]["finish_reason"] == "content_filter"
+
+
+def test_a_long_email_is_never_cut_at_a_window_edge():
+    local = "a" * 80
+    tail = " today, and then a few more words" * 4
+    text = "x" * 20 + " write to " + local + "@example.com" + tail
+    pieces = [text[i:i + 7] for i in range(0, len(text), 7)]
+    out, _ = stream(pieces)
+    assert local[:10] not in out and out == "x" * 20 + " write to [REDACTED_EMAIL]" + tail
