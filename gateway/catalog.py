@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from gateway.config.schema import ModelConfig, Pricing, TimeoutsConfig
+from gateway.config.schema import ModelConfig, Pricing, ProviderConfig, RetryConfig, TimeoutsConfig
 from gateway.errors import ModelNotFoundError, ServiceUnavailableError
 from providers.base import Provider
 from providers.credentials import Credential, Secret
@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 #: The prefix TensorZero clients use to name a model directly.
 MODEL_PREFIX = "tensorzero::model_name::"
+#: The most shorthand models (``openai::gpt-4o-mini``) kept built: a client naming ever new ones
+#: cannot grow the catalog without bound.
+SHORTHAND_LIMIT = 256
 
 
 class Candidate:
@@ -67,6 +70,8 @@ class Catalog:
         self._instances = {name: self._build(model) for name, model in models.items()}
         #: Run-time models that cannot serve (e.g. a credential that did not decrypt), and why.
         self._unavailable: dict[str, str] = {}
+        #: Shorthand models built on first use, by name.
+        self._shorthands: dict[str, ModelRoute] = {}
         self.routes: Mapping[str, ModelRoute] = MappingProxyType({})
         self._rebuild()
 
@@ -140,9 +145,34 @@ class Catalog:
         if route is None and name.startswith(MODEL_PREFIX):
             name = name[len(MODEL_PREFIX) :]
             route = self.routes.get(name)
+        if route is None and "::" in name:
+            route = self._shorthand(name)
         if route is None:
             reason = self._unavailable.get(name)
             if reason is not None:
                 raise ServiceUnavailableError(f"Model {shown} is unavailable: {reason}")
             raise ModelNotFoundError(shown)
+        return route
+
+    def _shorthand(self, name: str) -> ModelRoute | None:
+        """``provider_type::model_name``: one provider of that type at its default endpoint with its
+        default key, for a type that needs nothing else (TensorZero's shorthand)."""
+        route = self._shorthands.get(name)
+        if route is not None:
+            return route
+        type_, _, model_name = name.partition("::")
+        cls = self._registry.get(type_)
+        if cls is None or not model_name or cls.requires_api_base or cls.check_options({}):
+            return None
+        provider = ProviderConfig(name=type_, type=type_, model_name=model_name, api_base=None,
+                                  api_key_location=cls.default_api_key_location, timeouts=TimeoutsConfig(),
+                                  extra_headers=MappingProxyType({}), extra_body=MappingProxyType({}),
+                                  options=MappingProxyType({}))
+        model = ModelConfig(name=name, routing=(type_,), endpoints=frozenset(cls.capabilities), fallback_models=(),
+                            retry=RetryConfig(), providers=MappingProxyType({type_: provider}))
+        instance = self._build(model)[type_]
+        route = ModelRoute(model, (Candidate(name, type_, instance, provider.timeouts),))
+        if len(self._shorthands) >= SHORTHAND_LIMIT:
+            self._shorthands.pop(next(iter(self._shorthands)))
+        self._shorthands[name] = route
         return route

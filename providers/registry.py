@@ -8,12 +8,11 @@ from importlib.metadata import entry_points
 from types import MappingProxyType
 
 from providers.anthropic import AnthropicProvider
-from providers.anyscale import AnyscaleProvider
 from providers.azure import AzureProvider
 from providers.base import Provider
+from providers.compatible import COMPATIBLE_PROVIDERS
 from providers.dummy import DummyProvider
 from providers.openai import BudProvider, OpenAIProvider, SGLangProvider, TGIProvider, VLLMProvider
-from providers.together import TogetherProvider
 
 __all__ = ["BUILTIN_PROVIDERS", "ENTRY_POINT_GROUP", "RegistryError", "build_registry"]
 
@@ -28,8 +27,7 @@ BUILTIN_PROVIDERS: tuple[type[Provider], ...] = (
     BudProvider,
     AzureProvider,
     AnthropicProvider,
-    TogetherProvider,
-    AnyscaleProvider,
+    *COMPATIBLE_PROVIDERS,
     DummyProvider,
 )
 

@@ -67,6 +67,8 @@ _REDIS_KEYS = {"max_connections", "timeout_s"}
 _MODEL_KEYS = {"routing", "endpoints", "fallback_models", "retry_config", "providers", "pricing", "rate_limits",
                "guardrail_profile"}
 _RETRY_KEYS = {"num_retries", "max_delay_s"}
+#: TensorZero's provider types the gateway does not serve yet: refused with that reason, not as unknown.
+NOT_YET_SUPPORTED = ("aws_bedrock", "aws_sagemaker", "gcp_vertex_anthropic", "gcp_vertex_gemini")
 _PROVIDER_KEYS = {
     "type",
     "model_name",
@@ -269,6 +271,11 @@ def _provider(c: Checker, path: str, name: str, data: Any, registry: Mapping[str
     if type_ is None:
         if "type" not in d:
             c.fail(f"{path}.type", f"missing (one of: {', '.join(sorted(registry))})")
+    elif type_ in NOT_YET_SUPPORTED and type_ not in registry:
+        # NOTE: its other keys are that type's own: only the type is reported.
+        c.fail(f"{path}.type", f'provider type "{type_}" is not supported yet (a TensorZero type budgateway '
+                               f'does not serve; route this model to another provider)')
+        d = {"type": type_, "model_name": ""}
     elif type_ not in registry:
         c.fail(f"{path}.type", f'unknown provider type "{type_}" (one of: {", ".join(sorted(registry))})')
     else:
