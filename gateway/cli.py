@@ -86,11 +86,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"budgateway: invalid config:\n{e}", file=sys.stderr)
         return 1
     if args.check_config:
-        print(f"{config.source}: OK ({len(config.models)} models)")
+        functions = len(config.tensorzero.functions) if config.tensorzero is not None else 0
+        print(f"{config.source}: OK ({len(config.models)} models, {functions} functions)")
+        if config.unimplemented:
+            print(f"{config.source}: accepted but not implemented: {', '.join(config.unimplemented)}")
         return 0
 
     settings = config.gateway
     configure_logging(args.log_format, debug=settings.debug)
+    if config.unimplemented:
+        logging.getLogger("gateway.config").warning(
+            "%s: TensorZero keys accepted but not implemented (they have no effect): %s",
+            config.source, ", ".join(config.unimplemented))
     host, port = bind if bind is not None else (settings.host, settings.port)
     workers = args.workers if args.workers is not None else settings.workers
     if workers == 0:

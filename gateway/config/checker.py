@@ -30,17 +30,24 @@ class Checker:
 
     def __init__(self) -> None:
         self.errors: list[str] = []
+        #: Key paths TensorZero defines that the gateway takes without acting on (one warning at start).
+        self.unimplemented: list[str] = []
 
     def fail(self, path: str, reason: str) -> None:
         self.errors.append(f"{path}: {reason}")
 
-    def table(self, data: Any, path: str, allowed: set[str] | frozenset[str] | None) -> dict:
+    def table(self, data: Any, path: str, allowed: set[str] | frozenset[str] | None,
+              accepted: frozenset[str] = frozenset()) -> dict:
+        """``data`` as a table whose keys are ``allowed``; keys in ``accepted`` (TensorZero's, not acted
+        on) are no error but are listed in ``unimplemented``."""
         if not isinstance(data, dict):
             self.fail(path, f"expected a table, got {_kind(data)}")
             return {}
         if allowed is not None:
             for k in data:
-                if k not in allowed:
+                if k in accepted:
+                    self.unimplemented.append(f"{path}.{key_path(k)}" if path else key_path(k))
+                elif k not in allowed:
                     self.fail(f"{path}.{key_path(k)}" if path else key_path(k), "unknown key")
         return data
 

@@ -12,6 +12,7 @@ from tomlkit.exceptions import ParseError
 
 from gateway.config import guard, limits, observe
 from gateway.config.checker import Checker, ConfigError, key_path
+from gateway.config.functions import TENSORZERO_SECTIONS
 from gateway.config.schema import (
     CAPABILITIES,
     Config,
@@ -39,7 +40,15 @@ def parse_bind(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-_TOP_KEYS = {"gateway", "models", "api_keys", "rate_limiting", "guardrails"}
+_TOP_KEYS = {"gateway", "models", "api_keys", "rate_limiting", "guardrails", *TENSORZERO_SECTIONS}
+#: TensorZero's [gateway] keys the gateway takes without acting on them.
+_GATEWAY_ACCEPTED = frozenset({
+    "auth", "base_path", "cache", "disable_pseudonymous_usage_analytics",
+    "fetch_and_encode_input_files_before_inference", "global_outbound_http_timeout_ms", "relay",
+    "unstable_disable_feedback_target_validation", "unstable_error_json",
+})
+_MODEL_ACCEPTED = frozenset({"skip_relay", "namespace", "timeouts"})
+_PROVIDER_ACCEPTED = frozenset({"cost", "batch_cost", "discard_unknown_chunks"})
 _GATEWAY_KEYS = {
     "bind_address",
     "workers",
@@ -56,6 +65,7 @@ _GATEWAY_KEYS = {
     "upstream_client",
     "authentication",
     "redis",
+    "template_filesystem_access",
     *observe.SECTION_KEYS,
     *limits.SECTION_KEYS,
     *guard.SECTION_KEYS,
@@ -115,10 +125,30 @@ def load_config_text(text: str, source: str, registry: Mapping[str, Any]) -> Con
         if model.guardrail_profile is not None and model.guardrail_profile not in profiles:
             c.fail(f"models.{key_path(name)}.guardrail_profile",
                    f'profile "{model.guardrail_profile}" is not defined under guardrails')
+    # NOTE: imported here: gateway.tensorzero builds on gateway.config, not the other way round.
+    from gateway.tensorzero.config import read_tensorzero
+
+    template_base = _template_base(c, top.get("gateway", {}))
+    tensorzero = read_tensorzero(c, top, source, template_base)
+    for name, function in tensorzero.functions.items():
+        for variant in function.variants.values():
+            model = getattr(variant.table, "model", None)
+            if model is not None and model not in models and "::" not in model:
+                c.fail(f"functions.{key_path(name)}.variants.{key_path(variant.name)}.model",
+                       f'model "{model}" is not defined under models (nor a provider_type::model shorthand)')
     if c.errors:
         raise ConfigError(source, c.errors)
     return Config(gateway=gateway, models=MappingProxyType(models), api_keys=api_keys, source=source,
-                  rate_limiting=rate_limiting, guardrails=MappingProxyType(profiles))
+                  rate_limiting=rate_limiting, guardrails=MappingProxyType(profiles), tensorzero=tensorzero,
+                  unimplemented=tuple(dict.fromkeys([*c.unimplemented, *tensorzero.unimplemented])))
+
+
+def _template_base(c: Checker, gateway: Any) -> str | None:
+    access = gateway.get("template_filesystem_access") if isinstance(gateway, dict) else None
+    if access is None:
+        return None
+    d = c.table(access, "gateway.template_filesystem_access", {"base_path"}, frozenset({"enabled"}))
+    return c.get(d, "base_path", "gateway.template_filesystem_access", (str,), None)
 
 
 def _api_keys(c: Checker, data: Any) -> Mapping[str, Mapping[str, Mapping[str, Any]]]:
@@ -166,7 +196,7 @@ def model_from_dict(name: str, data: Any, registry: Mapping[str, Any], source: s
 
 
 def _gateway(c: Checker, data: Any) -> GatewaySettings:
-    d = c.table(data, "gateway", _GATEWAY_KEYS)
+    d = c.table(data, "gateway", _GATEWAY_KEYS, _GATEWAY_ACCEPTED)
     defaults = GatewaySettings()
     host, port = defaults.host, defaults.port
     bind = c.get(d, "bind_address", "gateway", (str,), None)
@@ -221,7 +251,7 @@ def _gateway(c: Checker, data: Any) -> GatewaySettings:
 
 def _model(c: Checker, name: str, data: Any, registry: Mapping[str, Any]) -> ModelConfig:
     path = f"models.{key_path(name)}"
-    d = c.table(data, path, _MODEL_KEYS)
+    d = c.table(data, path, _MODEL_KEYS, _MODEL_ACCEPTED)
     providers_raw = c.table(d.get("providers", {}), f"{path}.providers", None)
     providers = {p: _provider(c, f"{path}.providers.{key_path(p)}", p, v, registry) for p, v in providers_raw.items()}
     routing = c.str_list(d, "routing", path, ())

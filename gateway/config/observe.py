@@ -40,7 +40,8 @@ _PRICING_KEYS = {"input_cost", "output_cost", "per_tokens", "currency", "cached_
 
 
 def metrics(c: Checker, data: Any) -> MetricsConfig:
-    d = c.table(data, "gateway.metrics", _METRICS_KEYS)
+    d = c.table(data, "gateway.metrics", _METRICS_KEYS,
+                frozenset({"tensorzero_inference_latency_overhead_seconds_buckets"}))
     defaults = MetricsConfig()
     return MetricsConfig(
         duration_buckets=_buckets(c, d, "duration_buckets", defaults.duration_buckets),
@@ -65,7 +66,8 @@ def _buckets(c: Checker, d: dict, key: str, default: tuple[float, ...]) -> tuple
 
 def observability(c: Checker, data: Any) -> ObservabilityConfig:
     path = "gateway.observability"
-    d = c.table(data, path, _OBSERVABILITY_KEYS)
+    d = c.table(data, path, _OBSERVABILITY_KEYS,
+                frozenset({"async_writes", "batch_writes", "backend", "disable_automatic_migrations"}))
     defaults = ObservabilityConfig()
     url = c.get(d, "clickhouse_url", path, (str,), None) or None
     if url is not None and not url.startswith(("clickhouse://", "http://", "https://")):
@@ -106,7 +108,7 @@ def traces(c: Checker, data: Any) -> TracesConfig:
     export = c.table(data, "gateway.export", {"otlp"})
     otlp = c.table(export.get("otlp", {}), "gateway.export.otlp", {"traces"})
     path = "gateway.export.otlp.traces"
-    d = c.table(otlp.get("traces", {}), path, {"enabled", "extra_headers"})
+    d = c.table(otlp.get("traces", {}), path, {"enabled", "extra_headers"}, frozenset({"format", "include_content"}))
     return TracesConfig(
         enabled=c.get(d, "enabled", path, (bool,), False),
         extra_headers=MappingProxyType(dict(c.str_map(d, "extra_headers", path))),

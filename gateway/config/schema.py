@@ -330,3 +330,7 @@ class Config:
     source: str
     rate_limiting: RateLimitingConfig = RateLimitingConfig()
     guardrails: Mapping[str, GuardrailProfile] = field(default_factory=lambda: MappingProxyType({}))
+    #: TensorZero's functions, metrics and templates (``gateway.tensorzero.config.TensorZeroConfig``).
+    tensorzero: Any = None
+    #: Key paths TensorZero defines that the config sets and the gateway does not act on.
+    unimplemented: tuple[str, ...] = ()

@@ -1,0 +1,208 @@
+"""TensorZero's ``[functions]``, ``[tools]`` and ``[metrics]``, as pydantic models of the reference's
+tables: every key TensorZero takes is known, any other is refused with its key path.
+
+Only the shape is checked here; ``gateway.tensorzero.functions`` turns the tables into runnable
+functions (reading schema and template files, relative to the config file, and compiling them).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveInt
+
+__all__ = ["FunctionTable", "MetricTable", "TENSORZERO_SECTIONS", "ToolTable", "VARIANT_TYPES"]
+
+#: The top-level tables of TensorZero's that ``gateway.tensorzero.config`` reads.
+TENSORZERO_SECTIONS = frozenset({"functions", "tools", "metrics", "embedding_models", "provider_types",
+                                 "object_storage", "postgres", "clickhouse", "evaluations", "optimizers",
+                                 "autopilot"})
+
+
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathTable(_Table):
+    path: str
+
+
+class Retries(_Table):
+    num_retries: NonNegativeInt = 0
+    max_delay_s: NonNegativeFloat = 10.0
+
+
+class _NonStreaming(_Table):
+    total_ms: PositiveInt | None = None
+
+
+class _Streaming(_Table):
+    ttft_ms: PositiveInt | None = None
+    total_ms: PositiveInt | None = None
+
+
+class Timeouts(_Table):
+    non_streaming: _NonStreaming = _NonStreaming()
+    streaming: _Streaming = _Streaming()
+
+
+class BodyEdit(_Table):
+    """One edit of the request body a provider gets: ``value`` at a JSON Pointer, or ``delete``."""
+
+    pointer: str
+    value: Any = None
+    delete: bool | None = None
+    variant_name: str | None = None
+    model_name: str | None = None
+    provider_name: str | None = None
+
+
+class HeaderEdit(_Table):
+    name: str
+    value: str | None = None
+    delete: bool | None = None
+    variant_name: str | None = None
+    model_name: str | None = None
+    provider_name: str | None = None
+
+
+#: ``extra_body`` / ``extra_headers``: TensorZero's list of edits, or our table of values.
+ExtraBody = list[BodyEdit] | dict[str, Any]
+ExtraHeaders = list[HeaderEdit] | dict[str, str]
+
+
+class _Variant(_Table):
+    weight: NonNegativeFloat | None = None
+    timeouts: Timeouts | None = None
+
+
+class ChatCompletionVariant(_Variant):
+    type: Literal["chat_completion"]
+    model: str
+    system_template: str | None = None
+    user_template: str | None = None
+    assistant_template: str | None = None
+    templates: dict[str, PathTable] = {}
+    input_wrappers: dict[str, PathTable] | None = None
+    temperature: float | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_tokens: PositiveInt | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
+    stop_sequences: list[str] | None = None
+    reasoning_effort: str | None = None
+    service_tier: str | None = None
+    thinking_budget_tokens: PositiveInt | None = None
+    verbosity: str | None = None
+    json_mode: Literal["off", "on", "strict", "tool"] | None = None
+    retries: Retries = Retries()
+    extra_body: ExtraBody | None = None
+    extra_headers: ExtraHeaders | None = None
+
+
+class _Candidate(_Table):
+    """The evaluator of best-of-n, the fuser of mixture-of-n: a chat_completion without its own type."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class BestOfNVariant(_Variant):
+    type: Literal["experimental_best_of_n", "experimental_best_of_n_sampling"]
+    candidates: list[str] = []
+    evaluator: _Candidate
+
+
+class MixtureOfNVariant(_Variant):
+    type: Literal["experimental_mixture_of_n"]
+    candidates: list[str] = []
+    fuser: _Candidate
+
+
+class DiclVariant(_Variant):
+    type: Literal["experimental_dynamic_in_context_learning"]
+    embedding_model: str
+    model: str
+    k: PositiveInt
+    max_distance: NonNegativeFloat | None = None
+    system_instructions: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: PositiveInt | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
+    stop_sequences: list[str] | None = None
+    json_mode: Literal["off", "on", "strict", "tool"] | None = None
+    retries: Retries = Retries()
+    extra_body: ExtraBody | None = None
+    extra_headers: ExtraHeaders | None = None
+
+
+class ChainOfThoughtVariant(ChatCompletionVariant):
+    type: Literal["experimental_chain_of_thought"]  # type: ignore[assignment]
+
+
+Variant = Annotated[ChatCompletionVariant | BestOfNVariant | MixtureOfNVariant | DiclVariant | ChainOfThoughtVariant,
+                    Field(discriminator="type")]
+#: Every variant type TensorZero takes (only chat_completion is served; the others answer 400).
+VARIANT_TYPES = ("chat_completion", "experimental_best_of_n", "experimental_best_of_n_sampling",
+                 "experimental_mixture_of_n", "experimental_dynamic_in_context_learning",
+                 "experimental_chain_of_thought")
+
+
+class StaticExperimentation(_Table):
+    type: Literal["static", "static_weights", "uniform"] = "static"
+    candidate_variants: list[str] | dict[str, NonNegativeFloat] | None = None
+    fallback_variants: list[str] = []
+
+
+class AdaptiveExperimentation(_Table):
+    """Accepted (TensorZero's track-and-stop); sampled like ``static`` over its candidates."""
+
+    type: Literal["adaptive", "track_and_stop"]
+    candidate_variants: list[str]
+    fallback_variants: list[str] = []
+    metric: str
+    min_samples_per_variant: PositiveInt | None = None
+    delta: float | None = None
+    epsilon: float | None = None
+    update_period_s: PositiveInt | None = None
+    min_prob: float | None = None
+
+
+Experimentation = Annotated[StaticExperimentation | AdaptiveExperimentation, Field(discriminator="type")]
+
+
+class SpecificTool(_Table):
+    specific: str
+
+
+class FunctionTable(_Table):
+    type: Literal["chat", "json"]
+    description: str | None = None
+    system_schema: str | None = None
+    user_schema: str | None = None
+    assistant_schema: str | None = None
+    schemas: dict[str, PathTable] = {}
+    output_schema: str | None = None
+    tools: list[str] = []
+    tool_choice: Literal["none", "auto", "required"] | SpecificTool = "auto"
+    parallel_tool_calls: bool | None = None
+    variants: dict[str, Variant] = {}
+    experimentation: Experimentation | None = None
+    evaluators: dict[str, dict[str, Any]] = {}
+
+
+class ToolTable(_Table):
+    description: str
+    parameters: str
+    strict: bool = False
+    name: str | None = None
+
+
+class MetricTable(_Table):
+    type: Literal["boolean", "float"]
+    optimize: Literal["max", "min"]
+    level: Literal["inference", "episode"]
+    description: str | None = None
