@@ -34,6 +34,7 @@ from gateway.pipeline.resolve import ResolveStage
 from gateway.resources.chat import ChatCompletions, Completions
 from gateway.resources.forward import AUDIO_FILE_LIMIT, FormForward, JSONForward
 from gateway.resources.health import Health, MetricsResource, Status
+from gateway.resources.inference import Inference
 from gateway.resources.messages import Messages
 from gateway.resources.models import Models
 from gateway.routing import Router
@@ -48,7 +49,7 @@ from gateway.stores.usage import UsageMirror
 from providers.base import Provider
 from providers.credentials import Secret
 from providers.http import UpstreamClient, UpstreamLimits, create_client
-from providers.jsonio import NonFiniteNumberError
+from providers.jsonio import NonFiniteNumberError, dumps
 
 __all__ = ["GatewayApp", "create_app"]
 
@@ -185,6 +186,8 @@ def create_app(
         for path, resource in inference.items():
             app.add_route(prefix + path, resource)
     app.add_route("/v1/messages", Messages(router))
+    if config.tensorzero is not None:
+        app.add_route("/inference", Inference(router, catalog, config.tensorzero.functions, config.tensorzero.templates))
     models = Models(catalog)
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id:path}", models, suffix="one")
@@ -236,9 +239,12 @@ def _respond(req: falcon.Request, resp: falcon.Response, status: int, body: byte
 
 def _error_bytes(req: falcon.Request, status: int, message: str, type_: str, code: str | None,
                  param: str | None = None) -> bytes:
-    """The error body in the shape the route's clients expect (Anthropic's on /v1/messages)."""
+    """The error body in the shape the route's clients expect (Anthropic's on /v1/messages,
+    TensorZero's ``{"error": message}`` on its native routes)."""
     if req.context.error_format == "anthropic":
         return anthropic_error_json(message, status)
+    if req.context.error_format == "tensorzero":
+        return dumps({"error": message})
     return error_body(message, type_, code, param)
 
 

@@ -118,6 +118,7 @@ class Outcome:
         "request_body",
         "response_body",
         "tags",
+        "inference",
         "recorded",
         "capture",
         "trace",
@@ -173,6 +174,9 @@ class Outcome:
         self.request_body: Any = None
         self.response_body: bytes | None = None
         self.tags: dict[str, str] = {}
+        #: A ``/inference`` request's record (``tensorzero.inference.Record``) for its ChatInference or
+        #: JsonInference row; None elsewhere, and for a dry run.
+        self.inference: Any = None
         #: False for the operational routes (health, status, metrics): no analytics row.
         self.recorded = True
         #: With ``store_content``: the pieces of a streamed answer as sent (bounded), else None.

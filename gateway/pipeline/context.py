@@ -58,6 +58,7 @@ class RequestContext:
         "endpoint_id",
         "model_id",
         "guardrail",
+        "inference",
         "outcome",
     )
 
@@ -92,6 +93,8 @@ class RequestContext:
         self.model_id = None
         #: The model's ``guard.guardrails.Guardrail`` (its profile), when it has one.
         self.guardrail = None
+        #: A ``/inference`` request's plan (``tensorzero.inference.Plan``): its function and variants.
+        self.inference = None
         #: The request's ``outcome.Outcome``.
         self.outcome: Outcome | None = None
 

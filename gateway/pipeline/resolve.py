@@ -67,14 +67,19 @@ class ResolveStage:
             body.update((part.name.removesuffix("[]"), part) for part in form.files)
         else:
             body = self._read_json(req)
-        model = body.get("model")
-        if model is None or model == "":
-            raise MissingParameterError("model")
-        if not isinstance(model, str):
-            raise InvalidRequestError("'model' must be a string", param="model")
+        target = getattr(resource, "target", None)
+        if target is not None:
+            # NOTE: a resource whose body names its model another way (TensorZero's function_name).
+            model, direct = target(ctx, body)
+        else:
+            model, direct = body.get("model"), False
+            if model is None or model == "":
+                raise MissingParameterError("model")
+            if not isinstance(model, str):
+                raise InvalidRequestError("'model' must be a string", param="model")
         # Resolved before the other checks, so a rejected request still counts against its model.
         ctx.model = model
-        route = ctx.route = self._resolve(ctx, model)
+        route = ctx.route = self._catalog.resolve(model) if direct else self._resolve(ctx, model)
         if capability not in route.config.endpoints:
             raise UnsupportedCapabilityError(model, capability)
         for field in resource.required:
