@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from gateway.observe.tables import ANALYTICS, BLOCKING_EVENTS, GUARDRAILS, INFERENCES, Dialect, Table
+from gateway.observe.tensorzero_tables import TENSORZERO_TABLES
 
 __all__ = ["MIGRATIONS", "MIGRATIONS_TABLE", "migrate"]
 
@@ -25,6 +26,10 @@ MIGRATIONS: tuple[tuple[int, str, Table], ...] = (
     (2, "create ModelInference", INFERENCES),
     (3, "create GatewayBlockingEvents", BLOCKING_EVENTS),
     (4, "create GuardrailInference", GUARDRAILS),
+    *((number, f"create {name}", TENSORZERO_TABLES[name]) for number, name in (
+        (5, "ChatInference"), (6, "JsonInference"), (7, "InferenceById"), (8, "InferenceByEpisodeId"),
+        (9, "BooleanMetricFeedback"), (10, "FloatMetricFeedback"), (11, "CommentFeedback"),
+        (12, "DemonstrationFeedback"), (13, "BatchRequest"), (14, "BatchModelInference"))),
 )
 
 

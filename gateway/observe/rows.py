@@ -11,6 +11,12 @@ from typing import Any
 
 from gateway.observe.geoip import NOWHERE, GeoIP
 from gateway.observe.tables import ANALYTICS, BLOCKING_EVENTS, GUARDRAILS, INFERENCES
+from gateway.observe.tensorzero_tables import (
+    CHAT_INFERENCES,
+    INFERENCE_BY_EPISODE,
+    INFERENCE_BY_ID,
+    JSON_INFERENCES,
+)
 from gateway.observe.useragent import parse_agent
 from gateway.outcome import Outcome, new_inference_id
 from providers.jsonio import dumps
@@ -58,6 +64,9 @@ class AnalyticsRecorder:
                 "provider_results": dumps({"found": scan.kinds}).decode(), "action_taken": scan.action,
                 "scan_latency_ms": scan.latency_ms, "scan_started_at": scan.started_at,
             })
+        if outcome.inference is not None and 0 < outcome.status < 400:
+            for table, row in _tensorzero_rows(outcome):
+                self._put(table, row)
         attempts = outcome.attempts
         if attempts:
             request = _text(outcome.request_body) if self._store_content else None
@@ -174,3 +183,29 @@ class AnalyticsRecorder:
             "project_id": ctx.project_id,
             "endpoint_id": ctx.endpoint_id,
         }
+
+
+def _json(value: Any) -> str:
+    return dumps(value).decode()
+
+
+def _tensorzero_rows(o: Outcome) -> list[tuple[str, dict]]:
+    """A ``/inference`` request's ``ChatInference`` or ``JsonInference`` row and its two lookups."""
+    r = o.inference
+    common = {"id": o.inference_id, "function_name": r.function_name, "variant_name": r.variant_name,
+              "episode_id": r.episode_id, "timestamp": o.started_at}
+    row = {**common, "input": _json(r.input), "output": _json(r.output), "inference_params": _json(r.inference_params),
+           "processing_time_ms": round((o.finished - o.started) * 1000.0), "tags": r.tags,
+           "extra_body": _json(r.extra_body) if r.extra_body is not None else None,
+           "ttft_ms": round(r.ttft_ms) if r.ttft_ms is not None else None}
+    if r.function_type == "json":
+        row.update(output_schema=_json(r.output_schema or {}), auxiliary_content="")
+        table = JSON_INFERENCES.name
+    else:
+        tools = r.tool_params
+        row.update(tool_params=_json(tools), dynamic_tools=_json([]),
+                   tool_choice=_json(tools.get("tool_choice")), allowed_tools=None,
+                   parallel_tool_calls=tools.get("parallel_tool_calls"))
+        table = CHAT_INFERENCES.name
+    lookup = {**common, "function_type": r.function_type}
+    return [(table, row), (INFERENCE_BY_ID.name, dict(lookup)), (INFERENCE_BY_EPISODE.name, dict(lookup))]

@@ -21,11 +21,16 @@ import gevent.event
 from gateway.observe.clickhouse import ClickHouseError
 from gateway.observe.migrations import migrate
 from gateway.observe.spool import PartlySent, Row, Spool
-from gateway.observe.tables import TABLES, Dialect
+from gateway.observe.tables import TABLES as GATEWAY_TABLES
+from gateway.observe.tables import Dialect
+from gateway.observe.tensorzero_tables import TENSORZERO_TABLES
 
 __all__ = ["AnalyticsWriter"]
 
 log = logging.getLogger(__name__)
+
+#: Every table a row may be queued for, by name.
+TABLES = {**GATEWAY_TABLES, **TENSORZERO_TABLES}
 
 #: Once ClickHouse has failed, how long before it is tried again (doubling up to the maximum).
 _RETRY_S = 1.0
