@@ -33,6 +33,7 @@ from gateway.pipeline.record import RecordStage
 from gateway.pipeline.resolve import ResolveStage
 from gateway.resources.chat import ChatCompletions, Completions
 from gateway.resources.forward import AUDIO_FILE_LIMIT, FormForward, JSONForward
+from gateway.resources.function_calls import FunctionCalls
 from gateway.resources.health import Health, MetricsResource, Status
 from gateway.resources.inference import Inference
 from gateway.resources.messages import Messages
@@ -46,6 +47,7 @@ from gateway.stores.limits import RateLimitMirror
 from gateway.stores.resp import RespClient
 from gateway.stores.sync import Mirror, RedisSync, connect
 from gateway.stores.usage import UsageMirror
+from gateway.tensorzero.templates import Templates
 from providers.base import Provider
 from providers.credentials import Secret
 from providers.http import UpstreamClient, UpstreamLimits, create_client
@@ -165,8 +167,11 @@ def create_app(
     app = GatewayApp(observers, closers, request_type=GatewayRequest, middleware=stages)
     app.req_options.strip_url_path_trailing_slash = True
 
+    tensorzero = config.tensorzero
+    calls = FunctionCalls(router, catalog, tensorzero.functions if tensorzero is not None else {},
+                          tensorzero.templates if tensorzero is not None else Templates())
     inference = {
-        "/chat/completions": ChatCompletions(router),
+        "/chat/completions": ChatCompletions(router, calls),
         "/completions": Completions(router),
         "/embeddings": JSONForward(router, "embedding", "/embeddings", ("input",)),
         "/moderations": JSONForward(router, "moderation", "/moderations", ("input",)),
@@ -186,8 +191,7 @@ def create_app(
         for path, resource in inference.items():
             app.add_route(prefix + path, resource)
     app.add_route("/v1/messages", Messages(router))
-    if config.tensorzero is not None:
-        app.add_route("/inference", Inference(router, catalog, config.tensorzero.functions, config.tensorzero.templates))
+    app.add_route("/inference", Inference(calls))
     models = Models(catalog)
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id:path}", models, suffix="one")

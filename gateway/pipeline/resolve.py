@@ -19,7 +19,7 @@ from gateway.errors import (
 )
 from providers.base import FilePart, Form
 
-__all__ = ["ResolveStage"]
+__all__ = ["ResolveStage", "model_field"]
 
 #: How much of an uploaded file is read at a time (the limit is checked after each read).
 _READ_CHUNK = 64 * 1024
@@ -41,6 +41,16 @@ class _Budget:
         if self._left < 0:
             raise RequestTooLargeError(f"Request body is over the limit of {self._limit} bytes")
         return data
+
+
+def model_field(body: dict) -> str:
+    """The body's ``model``, or the 400 its absence or type is."""
+    model = body.get("model")
+    if model is None or model == "":
+        raise MissingParameterError("model")
+    if not isinstance(model, str):
+        raise InvalidRequestError("'model' must be a string", param="model")
+    return model
 
 
 class ResolveStage:
@@ -72,11 +82,7 @@ class ResolveStage:
             # NOTE: a resource whose body names its model another way (TensorZero's function_name).
             model, direct = target(ctx, body)
         else:
-            model, direct = body.get("model"), False
-            if model is None or model == "":
-                raise MissingParameterError("model")
-            if not isinstance(model, str):
-                raise InvalidRequestError("'model' must be a string", param="model")
+            model, direct = model_field(body), False
         # Resolved before the other checks, so a rejected request still counts against its model.
         ctx.model = model
         route = ctx.route = self._catalog.resolve(model) if direct else self._resolve(ctx, model)

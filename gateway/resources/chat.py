@@ -1,4 +1,10 @@
-"""``POST /v1/chat/completions`` and ``POST /v1/completions``: plain and streamed, through the model's chain."""
+"""``POST /v1/chat/completions`` and ``POST /v1/completions``: plain and streamed, through the model's chain.
+
+A chat ``model`` of ``tensorzero::function_name::F`` runs TensorZero function ``F`` instead (its
+messages made the function's input, ``function_calls.OpenAIAnswers`` answering); any other model
+takes the body as it is, its ``tensorzero::*`` fields taken out first (tags recorded, ``extra_body``
+edits applied).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,14 @@ import time
 import falcon
 
 from gateway.errors import InvalidRequestError
+from gateway.pipeline.resolve import model_field
 from gateway.relay import SSEStream
+from gateway.resources.function_calls import FunctionCalls, OpenAIAnswers
 from gateway.resources.respond import inference_headers, json_response
 from gateway.routing import Router
+from gateway.tensorzero.openai_compat import FUNCTION_PREFIX, consume_extensions, native_body
 from providers.base import ChatRequest
+from providers.jsonpointer import PointerError, apply_edits
 
 __all__ = ["ChatCompletions", "Completions"]
 
@@ -20,8 +30,16 @@ class ChatCompletions:
     path = "/chat/completions"
     required = ("messages",)
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, calls: FunctionCalls | None = None) -> None:
         self._router = router
+        self._calls = calls
+        self._present = OpenAIAnswers()
+
+    def target(self, ctx, body: dict) -> tuple[str, bool]:
+        model = model_field(body)
+        if self._calls is not None and model.startswith(FUNCTION_PREFIX) and self.capability == "chat":
+            return self._calls.plan(ctx, native_body(body))
+        return model, False
 
     def _check(self, body: dict) -> None:
         if not isinstance(body["messages"], list):
@@ -30,7 +48,17 @@ class ChatCompletions:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         ctx = req.context
         self._check(ctx.body)
-        request = ChatRequest(ctx.body, ctx.model, self.path)
+        if ctx.inference is not None:
+            # NOTE: made again from the body as the stages left it (a guardrail may have redacted it).
+            native = native_body(ctx.body)
+            native["episode_id"] = ctx.inference.episode_id
+            self._calls.run(req, resp, native, self._present)
+            return
+        body = ctx.body
+        if any(key.startswith("tensorzero::") for key in body):
+            body = dict(body)
+            _extensions(ctx, body, consume_extensions(body))
+        request = ChatRequest(body, ctx.model, self.path)
         if request.stream:
             answer = self._router.chat_stream(ctx.route, request, ctx.peer, ctx.outcome)
             label = answer.candidate.label
@@ -58,3 +86,21 @@ class Completions(ChatCompletions):
 
     def _check(self, body: dict) -> None:
         pass
+
+
+def _extensions(ctx, body: dict, taken: dict) -> None:
+    """What a model request's ``tensorzero::*`` fields ask: tags on the record, ``extra_body`` edits
+    on the body (the others have no meaning without a function)."""
+    tags = taken.get("tags")
+    if isinstance(tags, dict):
+        ctx.outcome.tags.update({k: v for k, v in tags.items() if isinstance(k, str) and isinstance(v, str)})
+    edits = taken.get("extra_body")
+    if edits is not None:
+        if not isinstance(edits, list) or not all(isinstance(e, dict) and isinstance(e.get("pointer"), str)
+                                                  for e in edits):
+            raise InvalidRequestError("'tensorzero::extra_body' must be an array of {pointer, value | delete}",
+                                      param="tensorzero::extra_body")
+        try:
+            apply_edits(body, [e for e in edits if e.get("model_name") in (None, ctx.model)])
+        except PointerError as e:
+            raise InvalidRequestError(f"tensorzero::extra_body: {e}", param="tensorzero::extra_body") from None

@@ -175,6 +175,19 @@ class ChunksToTensorZero:
             blocks.append({"type": "tool_call", "id": call_id, "raw_name": name, "raw_arguments": arguments})
         return blocks
 
+    def output(self) -> Any:
+        """What went out, as the inference's row keeps it (a json stream's ``parsed`` is not known)."""
+        if self._json:
+            raw = "".join(self.text) or "".join(c["raw_arguments"] for c in self.calls.values())
+            return {"raw": raw, "parsed": None}
+        out: list[dict[str, Any]] = []
+        if self.thought:
+            out.append({"type": "thought", "text": "".join(self.thought)})
+        if self.text:
+            out.append({"type": "text", "text": "".join(self.text)})
+        out += [{"type": "tool_call", "id": call_id, **call} for call_id, call in self.calls.items()]
+        return out
+
     def finish(self) -> bytes:
         # NOTE: the last chunk carries the usage and the finish reason, as TensorZero's does.
         if self._json and self.reason == "tool_call":

@@ -7,6 +7,7 @@ guardrails and analytics see); the resource then tries the variants in order.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -18,12 +19,15 @@ from gateway.tensorzero.templates import Schema
 
 __all__ = ["NotFoundError", "Plan", "Record", "plan"]
 
-#: The request fields of ``POST /inference`` (the reference's, and our older name of one).
+log = logging.getLogger(__name__)
+
+#: The request fields of ``POST /inference`` (the reference's, and our older name of one); others
+#: are ignored.
 _FIELDS = frozenset({
     "function_name", "model_name", "input", "stream", "episode_id", "variant_name", "params", "tags", "dryrun",
     "output_schema", "allowed_tools", "additional_tools", "tool_choice", "parallel_tool_calls", "extra_body",
     "extra_headers", "include_original_response", "include_raw_response", "include_raw_usage", "cache_options",
-    "credentials", "namespace", "provider_tools", "internal",
+    "credentials", "namespace", "provider_tools", "internal", "include_aggregated_response",
 })
 _CACHE_MODES = ("write_only", "read_only", "on", "off")
 
@@ -69,7 +73,8 @@ def _episode(value: Any) -> str:
 def plan(body: Mapping[str, Any], functions: Mapping[str, Function]) -> Plan:
     unknown = sorted(k for k in body if k not in _FIELDS)
     if unknown:
-        raise _bad(f"unknown field {unknown[0]!r}", unknown[0])
+        # NOTE: as TensorZero does: its own client sends fields of newer gateways (internal ones too).
+        log.debug("/inference: fields ignored: %s", ", ".join(unknown))
     function_name, model_name = body.get("function_name"), body.get("model_name")
     if (function_name is None) == (model_name is None):
         raise _bad("exactly one of 'function_name' and 'model_name' is required")
@@ -109,7 +114,7 @@ def plan(body: Mapping[str, Any], functions: Mapping[str, Function]) -> Plan:
     cache = body.get("cache_options")
     if cache is not None and (not isinstance(cache, dict) or cache.get("enabled", "write_only") not in _CACHE_MODES):
         raise _bad(f"'cache_options.enabled' must be one of {', '.join(_CACHE_MODES)}", "cache_options")
-    if "stream" in body and not isinstance(body["stream"], bool):
+    if body.get("stream") is not None and not isinstance(body["stream"], bool):
         raise _bad("'stream' must be a boolean", "stream")
     return Plan(function, variants, episode_id, pinned is not None, schema, tags, dryrun)
 

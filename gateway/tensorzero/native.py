@@ -68,7 +68,7 @@ def tool_set(function: Function, body: Mapping[str, Any]) -> ToolSet:
         if unknown:
             raise _bad(f"allowed_tools: tool {unknown[0]!r} is not defined", "allowed_tools")
         tools = {by_key[x].name: by_key[x] for x in allowed}
-    choice = body.get("tool_choice", function.tool_choice)
+    choice = body.get("tool_choice") or function.tool_choice
     if isinstance(choice, dict):
         specific = choice.get("specific")
         tool = by_key.get(specific) or tools.get(specific)
@@ -77,7 +77,8 @@ def tool_set(function: Function, body: Mapping[str, Any]) -> ToolSet:
         choice = {"specific": tool.name}
     elif choice not in ("none", "auto", "required"):
         raise _bad("'tool_choice' must be \"none\", \"auto\", \"required\" or {\"specific\": NAME}", "tool_choice")
-    parallel = body.get("parallel_tool_calls", function.parallel_tool_calls)
+    parallel = body.get("parallel_tool_calls")
+    parallel = function.parallel_tool_calls if parallel is None else parallel
     if parallel is not None and not isinstance(parallel, bool):
         raise _bad("'parallel_tool_calls' must be a boolean", "parallel_tool_calls")
     return ToolSet(tools, choice, parallel)
@@ -227,10 +228,10 @@ def chat_body(function: Function, variant: Variant, body: Mapping[str, Any], too
               output_schema: Schema | None) -> dict[str, Any]:
     """The OpenAI chat body ``variant`` sends for the request ``body``."""
     table = variant.table
-    data = body.get("input", {})
+    data = body.get("input") or {}
     if not isinstance(data, dict):
         raise _bad("'input' must be an object")
-    messages = _messages(function, variant, data.get("messages", []), templates)
+    messages = _messages(function, variant, data.get("messages") or [], templates)
     system = _system(function, variant, data.get("system"), templates)
     if system is not None:
         messages.insert(0, {"role": "system", "content": system})

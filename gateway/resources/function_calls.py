@@ -1,0 +1,165 @@
+"""Running a TensorZero function: the variants of its plan tried in order, each one's chat body
+rendered and sent through its model's chain, and the answer given in the caller's format.
+
+``/inference`` answers in TensorZero's shape (``NativeAnswers``); ``/v1/chat/completions`` with
+``tensorzero::function_name::F`` answers in OpenAI's (``OpenAIAnswers``). A variant that fails gives
+way to the next; the last failure is the answer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import falcon
+
+from gateway.catalog import Catalog
+from gateway.errors import GatewayError, InvalidRequestError
+from gateway.relay import EventStream, SSEStream
+from gateway.resources.respond import inference_headers, json_response
+from gateway.routing import Answer, Router, StreamAnswer
+from gateway.tensorzero.answers import ChunksToTensorZero, answer, error_event
+from gateway.tensorzero.functions import Function, Variant
+from gateway.tensorzero.inference import Plan, Record, plan
+from gateway.tensorzero.native import JSON_TOOL, ToolSet, chat_body, tool_set
+from gateway.tensorzero.templates import Templates
+from providers.base import ChatRequest
+
+__all__ = ["FunctionCalls", "NativeAnswers", "OpenAIAnswers", "served"]
+
+
+class Presenter(Protocol):
+    def answer(self, req: falcon.Request, resp: falcon.Response, got: Answer, head: dict, record: Record,
+               tools: ToolSet) -> None: ...
+
+    def stream(self, req: falcon.Request, resp: falcon.Response, got: StreamAnswer, head: dict,
+               record: Record) -> EventStream | SSEStream: ...
+
+
+class FunctionCalls:
+    def __init__(self, router: Router, catalog: Catalog, functions: Mapping[str, Function], templates: Templates) -> None:
+        self._router = router
+        self._catalog = catalog
+        self.functions = functions
+        self._templates = templates
+
+    def plan(self, ctx: Any, body: Mapping[str, Any]) -> tuple[str, bool]:
+        """Plan the request (in the resolve stage): its first model, and whether it is named directly
+        (a function's models are the config's own: a key that may call the function may use them)."""
+        ctx.inference = found = plan(body, self.functions)
+        return served(found)[0].table.model, body.get("function_name") is not None
+
+    def run(self, req: falcon.Request, resp: falcon.Response, body: Mapping[str, Any], present: Presenter) -> None:
+        ctx = req.context
+        found: Plan = ctx.inference
+        tools = tool_set(found.function, body)
+        stream = body.get("stream") is True
+        ctx.outcome.tags.update(found.tags)
+        failure: GatewayError | None = None
+        for i, variant in enumerate(served(found)):
+            route = ctx.route if i == 0 else self._catalog.resolve(variant.table.model)
+            chat = chat_body(found.function, variant, body, tools, self._templates, found.output_schema)
+            if stream:
+                chat["stream"] = True
+                chat["stream_options"] = {"include_usage": True}
+            request = ChatRequest(chat, variant.table.model, "/chat/completions")
+            head = {"inference_id": ctx.outcome.inference_id, "episode_id": found.episode_id,
+                    "variant_name": variant.name}
+            record = Record(found, variant, body, {"chat_completion": _params(chat)}, _tool_params(tools))
+            try:
+                if stream:
+                    got = self._router.chat_stream(route, request, ctx.peer, ctx.outcome)
+                    relay = ctx.stream = resp.stream = present.stream(req, resp, got, head, record)
+
+                    def finished(_stream, record=record, started=ctx.started) -> None:
+                        first = ctx.outcome.first_byte
+                        record.ttft_ms = None if first is None else round((first - started) * 1000.0, 3)
+
+                    relay.on_close(finished)
+                    resp.content_type = "text/event-stream"
+                    resp.set_header("Cache-Control", "no-cache")
+                    inference_headers(resp, got.candidate.label, got.attempts)
+                else:
+                    got = self._router.chat(route, request, ctx.peer, ctx.outcome)
+                    present.answer(req, resp, got, head, record, tools)
+                    inference_headers(resp, got.candidate.label, got.attempts,
+                                      time.monotonic() - ctx.started - got.upstream_s)
+                ctx.outcome.inference = None if found.dryrun else record
+                return
+            except GatewayError as e:
+                failure = e
+        raise failure if failure is not None else InvalidRequestError("no variant could run")
+
+
+class NativeAnswers:
+    """``/inference``: TensorZero's answer and chunks."""
+
+    def answer(self, req, resp, got: Answer, head: dict, record: Record, tools: ToolSet) -> None:
+        found: Plan = req.context.inference
+        made = answer(got.result.body, found.function.type, tools, found.output_schema, head, req.context.outcome.cost)
+        record.output = made.output
+        json_response(resp, made.body)
+
+    def stream(self, req, resp, got: StreamAnswer, head: dict, record: Record) -> EventStream:
+        ctx = req.context
+        found: Plan = ctx.inference
+        translator = ChunksToTensorZero(found.function.type, head, got.candidate.pricing)
+        relay = EventStream(got.first, got.rest, translator, error_event, got.deadline, ctx.peer, got.candidate.label,
+                            outcome=ctx.outcome, pricing=got.candidate.pricing)
+        relay.on_close(lambda _stream: setattr(record, "output", translator.output()))
+        return relay
+
+
+class OpenAIAnswers:
+    """``/v1/chat/completions`` with ``tensorzero::function_name::F``: OpenAI's answer and chunks, the
+    model named ``tensorzero::function_name::F::variant_name::V`` and the episode id added."""
+
+    def _name(self, req, head: dict) -> str:
+        return f"tensorzero::function_name::{req.context.inference.function.name}::variant_name::{head['variant_name']}"
+
+    def answer(self, req, resp, got: Answer, head: dict, record: Record, tools: ToolSet) -> None:
+        found: Plan = req.context.inference
+        body = dict(got.result.body)
+        made = answer(body, found.function.type, tools, found.output_schema, head, req.context.outcome.cost)
+        record.output = made.output
+        if found.function.type == "json":
+            choices = []
+            for choice in body.get("choices") or ():
+                message = dict(choice.get("message") or {})
+                calls = [c for c in message.pop("tool_calls", None) or () if c.get("function", {}).get("name") == JSON_TOOL]
+                if calls:
+                    message["content"] = calls[0]["function"].get("arguments")
+                choices.append({**choice, "message": message,
+                                "finish_reason": "stop" if calls else choice.get("finish_reason")})
+            body["choices"] = choices
+        body.update(id=head["inference_id"], episode_id=head["episode_id"], model=self._name(req, head))
+        json_response(resp, body)
+
+    def stream(self, req, resp, got: StreamAnswer, head: dict, record: Record) -> SSEStream:
+        ctx = req.context
+        found: Plan = ctx.inference
+        include = bool((ctx.body.get("stream_options") or {}).get("include_usage"))
+        relay = SSEStream(got.first, got.rest, self._name(req, head), got.deadline, ctx.peer, got.candidate.label,
+                          include_usage=include, outcome=ctx.outcome, pricing=got.candidate.pricing)
+        record.output = [] if found.function.type == "chat" else {"raw": "", "parsed": None}
+        return relay
+
+
+def served(found: Plan) -> list[Variant]:
+    """The plan's variants this gateway can run; a request that leaves none is a 400."""
+    variants = [v for v in found.variants if v.served]
+    if not variants:
+        kinds = sorted({v.type for v in found.variants})
+        raise InvalidRequestError(f"variant type {kinds[0]!r} is not supported yet (function "
+                                  f"{found.function.name!r}); use chat_completion variants", param="variant_name")
+    return variants
+
+
+def _params(chat: dict) -> dict:
+    return {k: v for k, v in chat.items() if k not in ("messages", "tools", "tool_choice", "stream", "stream_options")}
+
+
+def _tool_params(tools: ToolSet) -> dict:
+    return {"tools_available": [t.openai()["function"] for t in tools.tools.values()], "tool_choice": tools.choice,
+            "parallel_tool_calls": tools.parallel}
