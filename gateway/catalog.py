@@ -102,7 +102,9 @@ class Catalog:
             seen.add(name)
             instances = self._instances[name]
             for pname in model.routing:
-                chain.append(Candidate(name, pname, instances[pname], model.providers[pname].timeouts, model.pricing))
+                pconf = model.providers[pname]
+                # NOTE: the model's pricing first; TensorZero's per-provider cost when it has none.
+                chain.append(Candidate(name, pname, instances[pname], pconf.timeouts, model.pricing or pconf.cost))
             for other in model.fallback_models:
                 walk(other)
 

@@ -228,11 +228,14 @@ class Outcome:
         except Exception:
             log.exception("a finish hook failed for inference %s", self.inference_id)
 
-    def set_usage(self, usage: Usage | None, pricing: Any) -> None:
-        """The answer's usage, and its cost under the answering model's ``Pricing`` (if it has one)."""
+    def set_usage(self, usage: Usage | None, pricing: Any, raw: Any = None, streaming: bool = False) -> None:
+        """The answer's usage, and its cost under the answering model's ``Pricing`` (or its
+        provider's TensorZero ``cost``, read from ``raw``: the answer, or a stream's usage chunk)."""
         if usage is None:
             return
         self.usage = usage
-        if pricing is not None and usage.input_tokens is not None:
-            self.cost = pricing.cost(usage.input_tokens, usage.output_tokens or 0, usage.cached_input_tokens or 0)
-            self.currency = pricing.currency
+        if pricing is not None:
+            cost = pricing.cost_of(usage, raw, streaming)
+            if cost is not None:
+                self.cost = cost
+                self.currency = pricing.currency

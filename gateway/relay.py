@@ -138,10 +138,10 @@ class StreamBody:
             attempt.result = "cut"
             attempt.error = str(error)
 
-    def _usage(self, usage: object) -> None:
-        """A usage report in the stream: the outcome's usage and cost."""
+    def _usage(self, usage: object, chunk: object = None) -> None:
+        """A usage report in the stream (in ``chunk``): the outcome's usage and cost."""
         if self._outcome is not None:
-            self._outcome.set_usage(Usage.parse(usage), self._pricing)
+            self._outcome.set_usage(Usage.parse(usage), self._pricing, chunk, streaming=True)
 
     def _events(self, pieces: Iterator[bytes]) -> Iterator[bytes]:
         raise NotImplementedError
@@ -263,7 +263,7 @@ class SSEStream(StreamBody):
             return payload
         if not isinstance(chunk, dict) or not isinstance(chunk.get("usage"), dict):
             return payload
-        self._usage(chunk["usage"])
+        self._usage(chunk["usage"], chunk)
         if self._include_usage:
             return payload
         if not chunk.get("choices"):
@@ -331,7 +331,7 @@ class EventStream(StreamBody):
             try:
                 chunk = loads(payload)
                 if b'"usage"' in payload and isinstance(chunk.get("usage"), dict):
-                    self._usage(chunk["usage"])
+                    self._usage(chunk["usage"], chunk)
                 chunks = [chunk] if window is None else window.feed(chunk)
                 if window is not None and window.blocked:
                     chunks.append(window.blocked_chunk())

@@ -91,7 +91,7 @@ class ResponsesStream(StreamBody):
             if "model" in response:
                 response["model"] = self._model
             if event.get("type") == "response.completed" and isinstance(response.get("usage"), dict):
-                self._usage(response["usage"])
+                self._usage(response["usage"], response)
         if self._window is not None and "sequence_number" in event:
             event["sequence_number"] = self._sequence
             self._sequence += 1

@@ -177,7 +177,8 @@ class Router:
 
         answer = self._walk(route, call, Answer, peer, outcome)
         if outcome is not None:
-            outcome.set_usage(Usage.parse(answer.result.body.get("usage")), answer.candidate.pricing)
+            body = answer.result.body
+            outcome.set_usage(Usage.parse(body.get("usage")), answer.candidate.pricing, body)
         return answer
 
     def chat_stream(self, route: ModelRoute, request: ChatRequest, peer: Peer | None = None,

@@ -28,6 +28,7 @@ from providers.base import (
 )
 from providers.http import UpstreamClient, UpstreamStream
 from providers.jsonio import dumps, loads
+from providers.jsonpointer import apply_edits
 from providers.sse import SSEDecoder
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ class AnthropicProvider(Provider):
     type = TYPE
     default_api_key_location = "env::ANTHROPIC_API_KEY"
     options = frozenset({"default_max_tokens"})
+    tensorzero_options = frozenset({"provider_tools", "beta_structured_outputs"})
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -99,12 +101,11 @@ class AnthropicProvider(Provider):
         super().__init__(config, credential)
         self._url = (config.api_base or DEFAULT_API_BASE) + "/messages"
         # extra_headers come last so a config can add anthropic-beta or pin another anthropic-version.
-        self._headers = {
-            "content-type": "application/json",
-            "anthropic-version": API_VERSION,
-            **config.extra_headers,
-        }
+        headers = {"content-type": "application/json", "anthropic-version": API_VERSION, **config.extra_headers}
+        # NOTE: a header set to None is one TensorZero's extra_headers deletes.
+        self._headers = {k: v for k, v in headers.items() if v is not None}
         self._extra_body = dict(config.extra_body)
+        self._edits = config.body_edits
         self._default_max_tokens = int(config.options.get("default_max_tokens", DEFAULT_MAX_TOKENS))
 
     def _request_headers(self) -> Mapping[str, str]:
@@ -128,6 +129,8 @@ class AnthropicProvider(Provider):
             body.pop("stream", None)
         if self._extra_body:
             body.update(self._extra_body)
+        if self._edits:
+            apply_edits(body, self._edits)
         return request_json(body)
 
     def chat(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChatResult:

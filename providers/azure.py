@@ -23,6 +23,8 @@ class AzureProvider(OpenAIProvider):
     type = TYPE
     default_api_key_location = "env::AZURE_OPENAI_API_KEY"
     requires_api_base = True
+    api_base_aliases = ("endpoint",)
+    requires_model_name = False
     options = frozenset({"deployment_id", "api_version"})
     # Azure serves no moderations and no Responses API on this path scheme.
     capabilities = CAPABILITIES - {"moderation", "responses"}

@@ -317,8 +317,13 @@ class Provider(abc.ABC):
     default_api_key_location: ClassVar[str] = "none"
     #: Provider-specific config keys this type accepts beyond the common ones.
     options: ClassVar[frozenset[str]] = frozenset()
-    #: Whether ``api_base`` must be set.
+    #: Whether ``api_base`` must be set, and the other names it may go by (azure's ``endpoint``).
     requires_api_base: ClassVar[bool] = False
+    api_base_aliases: ClassVar[tuple[str, ...]] = ()
+    #: Whether ``model_name`` must be set (TensorZero's azure and tgi need none).
+    requires_model_name: ClassVar[bool] = True
+    #: TensorZero's keys for this type that the gateway takes without acting on them.
+    tensorzero_options: ClassVar[frozenset[str]] = frozenset()
     #: The capabilities (endpoint kinds) this type can serve.
     capabilities: ClassVar[frozenset[str]] = frozenset({"chat"})
 

@@ -32,9 +32,15 @@ _TABLE: tuple[tuple[str, str, str, frozenset[str]], ...] = (
 )
 
 
+#: TensorZero's own keys of some of these types (taken, not acted on).
+_TENSORZERO_OPTIONS = {"fireworks": frozenset({"parse_think_blocks"}), "together": frozenset({"parse_think_blocks"}),
+                       "groq": frozenset({"reasoning_format"}), "mistral": frozenset({"prompt_mode"})}
+
+
 def _provider_class(type_: str, api_base: str, variable: str, capabilities: frozenset[str]) -> type[OpenAIProvider]:
     name = "".join(part.capitalize() for part in type_.split("_")) + "Provider"
     return type(name, (OpenAIProvider,), {
+        "tensorzero_options": _TENSORZERO_OPTIONS.get(type_, frozenset()),
         "__module__": __name__,
         "__doc__": f"{type_}: OpenAI's wire format at {api_base}.",
         "type": type_,

@@ -24,6 +24,7 @@ from providers.base import (
 )
 from providers.http import UpstreamClient, UpstreamStream
 from providers.jsonio import loads
+from providers.jsonpointer import apply_edits
 from providers.multipart import encode_form
 from providers.sse import SSEDecoder
 
@@ -128,14 +129,19 @@ class OpenAIProvider(Provider):
     default_api_key_location = "env::OPENAI_API_KEY"
     default_api_base = DEFAULT_API_BASE
     capabilities = CAPABILITIES
+    tensorzero_options = frozenset({"api_type", "include_encrypted_reasoning", "content_type_overrides",
+                                    "provider_tools"})
 
     def __init__(self, config, credential) -> None:
         super().__init__(config, credential)
         self._base = config.api_base or self.default_api_base
         #: url per OpenAI path, built once (PERF: no string building per request).
         self._urls = {path: self._url(path) for path in _PATHS}
-        self._headers = {"Content-Type": "application/json", **config.extra_headers}
+        # NOTE: a header set to None is one TensorZero's extra_headers deletes.
+        headers = {"Content-Type": "application/json", **config.extra_headers}
+        self._headers = {k: v for k, v in headers.items() if v is not None}
         self._extra_body = dict(config.extra_body)
+        self._edits = config.body_edits
 
     def _url(self, path: str) -> str:
         """Where the OpenAI path (``/chat/completions``, ``/embeddings``, ...) is served."""
@@ -167,6 +173,8 @@ class OpenAIProvider(Provider):
             body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
         if self._extra_body:
             body.update(self._extra_body)
+        if self._edits:
+            apply_edits(body, self._edits)
         return request_json(body)
 
     def chat(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChatResult:
@@ -223,6 +231,7 @@ class SGLangProvider(_SelfHosted):
 
 class TGIProvider(_SelfHosted):
     type = "tgi"
+    requires_model_name = False
 
 
 class BudProvider(_SelfHosted):

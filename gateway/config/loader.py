@@ -13,16 +13,14 @@ from tomlkit.exceptions import ParseError
 from gateway.config import guard, limits, observe
 from gateway.config.checker import Checker, ConfigError, key_path
 from gateway.config.functions import TENSORZERO_SECTIONS
+from gateway.config.providers import provider
 from gateway.config.schema import (
     CAPABILITIES,
     Config,
     GatewaySettings,
     ModelConfig,
-    ProviderConfig,
     RetryConfig,
-    TimeoutsConfig,
 )
-from providers.credentials import parse_location
 from providers.http import CLIENT_KINDS
 
 __all__ = ["ConfigError", "auth_enabled", "load_config", "load_config_text", "model_from_dict", "parse_bind"]
@@ -48,7 +46,6 @@ _GATEWAY_ACCEPTED = frozenset({
     "unstable_disable_feedback_target_validation", "unstable_error_json",
 })
 _MODEL_ACCEPTED = frozenset({"skip_relay", "namespace", "timeouts"})
-_PROVIDER_ACCEPTED = frozenset({"cost", "batch_cost", "discard_unknown_chunks"})
 _GATEWAY_KEYS = {
     "bind_address",
     "workers",
@@ -77,17 +74,6 @@ _REDIS_KEYS = {"max_connections", "timeout_s"}
 _MODEL_KEYS = {"routing", "endpoints", "fallback_models", "retry_config", "providers", "pricing", "rate_limits",
                "guardrail_profile"}
 _RETRY_KEYS = {"num_retries", "max_delay_s"}
-#: TensorZero's provider types the gateway does not serve yet: refused with that reason, not as unknown.
-NOT_YET_SUPPORTED = ("aws_bedrock", "aws_sagemaker", "gcp_vertex_anthropic", "gcp_vertex_gemini")
-_PROVIDER_KEYS = {
-    "type",
-    "model_name",
-    "api_base",
-    "api_key_location",
-    "timeouts",
-    "extra_headers",
-    "extra_body",
-}
 
 
 def load_config(path: str, registry: Mapping[str, Any]) -> Config:
@@ -253,7 +239,7 @@ def _model(c: Checker, name: str, data: Any, registry: Mapping[str, Any]) -> Mod
     path = f"models.{key_path(name)}"
     d = c.table(data, path, _MODEL_KEYS, _MODEL_ACCEPTED)
     providers_raw = c.table(d.get("providers", {}), f"{path}.providers", None)
-    providers = {p: _provider(c, f"{path}.providers.{key_path(p)}", p, v, registry) for p, v in providers_raw.items()}
+    providers = {p: provider(c, f"{path}.providers.{key_path(p)}", p, v, registry) for p, v in providers_raw.items()}
     routing = c.str_list(d, "routing", path, ())
     if "routing" not in d:
         c.fail(f"{path}.routing", "missing (the providers to try, in order)")
@@ -291,71 +277,4 @@ def _model(c: Checker, name: str, data: Any, registry: Mapping[str, Any]) -> Mod
         pricing=observe.pricing(c, d.get("pricing"), path),
         rate_limits=limits.rate_limits(c, d.get("rate_limits"), f"{path}.rate_limits"),
         guardrail_profile=c.get(d, "guardrail_profile", path, (str,), None),
-    )
-
-
-def _provider(c: Checker, path: str, name: str, data: Any, registry: Mapping[str, Any]) -> ProviderConfig:
-    d = c.table(data, path, None)
-    type_ = c.get(d, "type", path, (str,), None)
-    cls = None
-    if type_ is None:
-        if "type" not in d:
-            c.fail(f"{path}.type", f"missing (one of: {', '.join(sorted(registry))})")
-    elif type_ in NOT_YET_SUPPORTED and type_ not in registry:
-        # NOTE: its other keys are that type's own: only the type is reported.
-        c.fail(f"{path}.type", f'provider type "{type_}" is not supported yet (a TensorZero type budgateway '
-                               f'does not serve; route this model to another provider)')
-        d = {"type": type_, "model_name": ""}
-    elif type_ not in registry:
-        c.fail(f"{path}.type", f'unknown provider type "{type_}" (one of: {", ".join(sorted(registry))})')
-    else:
-        cls = registry[type_]
-    model_name = c.get(d, "model_name", path, (str,), "")
-    if "model_name" not in d:
-        c.fail(f"{path}.model_name", "missing (the model name the provider knows)")
-    api_base = c.get(d, "api_base", path, (str,), None)
-    if api_base is not None:
-        if not api_base.startswith(("http://", "https://")):
-            c.fail(f"{path}.api_base", f'"{api_base}" is not an http:// or https:// URL')
-        api_base = api_base.rstrip("/")
-    elif cls is not None and cls.requires_api_base:
-        c.fail(f"{path}.api_base", f'required for provider type "{type_}"')
-    location = c.get(d, "api_key_location", path, (str,), None)
-    if location is None:
-        location = cls.default_api_key_location if cls is not None else "none"
-    else:
-        try:
-            parse_location(location)
-        except ValueError as e:
-            c.fail(f"{path}.api_key_location", str(e))
-    options = {k: v for k, v in d.items() if k not in _PROVIDER_KEYS}
-    if cls is not None:
-        for key, reason in cls.check_options(options):
-            c.fail(f"{path}.{key_path(key)}", reason)
-    return ProviderConfig(
-        name=name,
-        type=type_ or "",
-        model_name=model_name,
-        api_base=api_base,
-        api_key_location=location,
-        timeouts=_timeouts(c, d.get("timeouts", {}), f"{path}.timeouts"),
-        extra_headers=c.str_map(d, "extra_headers", path),
-        extra_body=MappingProxyType(dict(c.table(d.get("extra_body", {}), f"{path}.extra_body", None))),
-        options=MappingProxyType(options),
-    )
-
-
-def _timeouts(c: Checker, data: Any, path: str) -> TimeoutsConfig:
-    d = c.table(data, path, {"non_streaming", "streaming"})
-    ns = c.table(d.get("non_streaming", {}), f"{path}.non_streaming", {"total_ms"})
-    st = c.table(d.get("streaming", {}), f"{path}.streaming", {"ttft_ms", "total_ms"})
-
-    def seconds(table: dict, key: str, p: str) -> float | None:
-        ms = c.positive(table, key, p, None)
-        return None if ms is None else ms / 1000.0
-
-    return TimeoutsConfig(
-        non_streaming_total_s=seconds(ns, "total_ms", f"{path}.non_streaming"),
-        streaming_ttft_s=seconds(st, "ttft_ms", f"{path}.streaming"),
-        streaming_total_s=seconds(st, "total_ms", f"{path}.streaming"),
     )

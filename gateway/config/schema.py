@@ -80,6 +80,10 @@ class ProviderConfig:
     extra_body: Mapping[str, Any]
     #: Type-specific keys, validated by the provider class.
     options: Mapping[str, Any]
+    #: TensorZero's ``extra_body`` edits (``{pointer, value | delete}``), applied after ``extra_body``.
+    body_edits: tuple[Mapping[str, Any], ...] = ()
+    #: TensorZero's ``cost``: what an answer costs when its model has no ``pricing``.
+    cost: PointerCost | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,57 @@ class Pricing:
         if cached:
             total += cached * self.cached_input_cost
         return total / self.per_tokens
+
+    def cost_of(self, usage: Any, raw: Any = None, streaming: bool = False) -> float | None:
+        """The cost of an answer's ``usage`` (``outcome.Usage``); None when it counts no input."""
+        if usage.input_tokens is None:
+            return None
+        return self.cost(usage.input_tokens, usage.output_tokens or 0, usage.cached_input_tokens or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class CostEntry:
+    """One entry of TensorZero's ``cost``: a value read at a JSON Pointer, times ``rate`` per unit."""
+
+    pointer: str
+    pointer_streaming: str
+    rate: float
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PointerCost:
+    """TensorZero's ``cost`` of a provider: the sum of its entries over the answer (a stream's usage
+    chunk); None when a ``required`` value is missing."""
+
+    entries: tuple[CostEntry, ...]
+    currency: str = "USD"
+
+    def cost_of(self, usage: Any, raw: Any = None, streaming: bool = False) -> float | None:
+        if raw is None:
+            return None
+        total = 0.0
+        for entry in self.entries:
+            value = _pointed(raw, entry.pointer_streaming if streaming else entry.pointer)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                if entry.required:
+                    return None
+                continue
+            total += value * entry.rate
+        return total
+
+
+def _pointed(document: Any, pointer: str) -> Any:
+    node = document
+    for step in pointer[1:].split("/") if pointer.startswith("/") else ():
+        step = step.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict):
+            node = node.get(step)
+        elif isinstance(node, list) and step.isdigit() and int(step) < len(node):
+            node = node[int(step)]
+        else:
+            return None
+    return node
 
 
 #: The rate-limit algorithms a model may use.

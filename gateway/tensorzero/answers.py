@@ -133,10 +133,8 @@ class ChunksToTensorZero:
     def feed(self, chunk: dict) -> bytes:
         out = []
         if isinstance(chunk.get("usage"), dict):
-            cost = None
             found = Usage.parse(chunk["usage"])
-            if self._pricing is not None and found is not None and found.input_tokens is not None:
-                cost = self._pricing.cost(found.input_tokens, found.output_tokens or 0, found.cached_input_tokens or 0)
+            cost = None if self._pricing is None or found is None else self._pricing.cost_of(found, chunk, True)
             self.usage = usage(chunk["usage"], cost)
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}

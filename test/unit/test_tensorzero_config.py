@@ -87,3 +87,55 @@ def test_tensorzero_keys_taken_but_not_acted_on_are_listed():
 
 def test_a_key_tensorzero_does_not_have_is_still_refused():
     assert "gateway.colour: unknown key" in errors_of('[gateway]\ncolour = "blue"\n')
+
+
+def _provider(table: str):
+    config = load_config_text(f'[models.x]\nrouting = ["p"]\n[models.x.providers.p]\n{table}', "t.toml", build_registry())
+    return config.models["x"].providers["p"], config
+
+
+def test_azure_takes_tensorzero_endpoint_and_no_model_name(monkeypatch):
+    monkeypatch.setenv("AZ_ENDPOINT", "https://acme.openai.azure.com/")
+    p, _ = _provider('type = "azure"\ndeployment_id = "gpt4o-prod"\nendpoint = "env::AZ_ENDPOINT"\n')
+    assert (p.api_base, p.model_name) == ("https://acme.openai.azure.com", "gpt4o-prod")
+
+
+def test_extra_body_and_headers_in_tensorzero_list_form():
+    p, _ = _provider('type = "openai"\nmodel_name = "m"\n'
+                     'extra_body = [{ pointer = "/a/b", value = 1 }, { pointer = "/c", delete = true }]\n'
+                     'extra_headers = [{ name = "X-One", value = "1" }, { name = "User-Agent", delete = true }]\n')
+    assert [dict(e) for e in p.body_edits] == [{"pointer": "/a/b", "value": 1}, {"pointer": "/c", "delete": True}]
+    assert dict(p.extra_headers) == {"X-One": "1", "User-Agent": None}
+
+
+def test_cost_entries_price_an_answer():
+    p, _ = _provider('type = "openai"\nmodel_name = "m"\ncost = [\n'
+                     '  { pointer = "/usage/prompt_tokens", cost_per_million = 2.5, required = true },\n'
+                     '  { pointer_nonstreaming = "/usage/completion_tokens", pointer_streaming = "/usage/completion_tokens",'
+                     ' cost_per_million = 10.0 },\n  { pointer = "/usage/web_searches", cost_per_unit = 0.01 },\n]\n')
+    answer = {"usage": {"prompt_tokens": 1000, "completion_tokens": 100, "web_searches": 2}}
+    assert p.cost.cost_of(None, answer) == pytest.approx(0.0025 + 0.001 + 0.02)
+    assert p.cost.cost_of(None, {"usage": {"completion_tokens": 1}}) is None  # a required value is missing
+
+
+@pytest.mark.parametrize(("table", "error"), [
+    ('type = "openai"\nmodel_name = "m"\nextra_body = [{ value = 1 }]\n',
+     "models.x.providers.p.extra_body[0].pointer: missing"),
+    ('type = "openai"\nmodel_name = "m"\ncost = [{ pointer = "/a" }]\n',
+     "models.x.providers.p.cost[0]: needs a number as exactly one of cost_per_million and cost_per_unit"),
+    ('type = "openai"\nmodel_name = "m"\nendpoint = "https://x"\n', "models.x.providers.p.endpoint: unknown key"),
+    ('type = "azure"\nendpoint = "https://x"\n', 'models.x.providers.p.deployment_id: required for provider type "azure"'),
+])
+def test_provider_refusals(table, error):
+    with pytest.raises(ConfigError) as e:
+        _provider(table)
+    assert any(line.startswith(error) for line in e.value.errors), e.value.errors
+
+
+def test_provider_keys_taken_but_unused_are_listed():
+    _, config = _provider('type = "openai"\nmodel_name = "m"\napi_type = "responses"\nbatch_cost = []\n'
+                          'discard_unknown_chunks = true\n'
+                          'api_key_location = { default = "env::A", fallback = "env::B" }\n')
+    assert set(config.unimplemented) == {"models.x.providers.p.batch_cost", "models.x.providers.p.discard_unknown_chunks",
+                                         "models.x.providers.p.api_type",
+                                         "models.x.providers.p.api_key_location.fallback"}

@@ -221,6 +221,15 @@ class TestModelName:
     def test_an_unknown_field_is_ignored_as_tensorzero_does(self, gw):
         assert infer(gw, model_name="gpt", input={}, internal_dynamic_variant_config=None).status == 200
 
+    def test_tensorzero_cost_and_edits_of_a_provider(self, gw, upstream):
+        ask = {"messages": [{"role": "user", "content": "hi"}]}
+        resp = infer(gw, model_name="priced", input=ask)
+        assert resp.json()["usage"]["cost"] == pytest.approx(7 * 2.5e-6 + 3 * 10e-6)
+        [rec] = upstream.requests
+        assert rec.body["metadata"] == {"source": "budgateway"} and rec.headers["x-team"] == "search"
+        chunks = [json.loads(d) for d in infer(gw, model_name="priced", input=ask, stream=True).sse_data()[:-1]]
+        assert chunks[-1]["usage"]["cost"] == pytest.approx(7 * 2.5e-6 + 3 * 10e-6)
+
     def test_dryrun_still_answers(self, gw):
         resp = infer(gw, model_name="gpt", input={"messages": [{"role": "user", "content": "hi"}]}, dryrun=True)
         assert resp.status == 200 and resp.json()["content"][0]["text"] == CONTENT
