@@ -12,6 +12,7 @@ from providers.azure import AzureProvider
 from providers.base import Provider
 from providers.compatible import COMPATIBLE_PROVIDERS
 from providers.dummy import DummyProvider
+from providers.gemini import GeminiProvider
 from providers.openai import BudProvider, OpenAIProvider, SGLangProvider, TGIProvider, VLLMProvider
 
 __all__ = ["BUILTIN_PROVIDERS", "ENTRY_POINT_GROUP", "RegistryError", "build_registry"]
@@ -27,6 +28,7 @@ BUILTIN_PROVIDERS: tuple[type[Provider], ...] = (
     BudProvider,
     AzureProvider,
     AnthropicProvider,
+    GeminiProvider,
     *COMPATIBLE_PROVIDERS,
     DummyProvider,
 )
