@@ -32,6 +32,7 @@ from gateway.pipeline.ratelimit import RateLimitStage
 from gateway.pipeline.record import RecordStage
 from gateway.pipeline.resolve import ResolveStage
 from gateway.resources.chat import ChatCompletions, Completions
+from gateway.resources.feedback import Feedback
 from gateway.resources.forward import AUDIO_FILE_LIMIT, FormForward, JSONForward
 from gateway.resources.function_calls import FunctionCalls
 from gateway.resources.health import Health, MetricsResource, Status
@@ -192,6 +193,7 @@ def create_app(
             app.add_route(prefix + path, resource)
     app.add_route("/v1/messages", Messages(router))
     app.add_route("/inference", Inference(calls))
+    app.add_route("/feedback", Feedback(config, observers))
     models = Models(catalog)
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id:path}", models, suffix="one")
