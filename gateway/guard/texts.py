@@ -74,14 +74,39 @@ def _tool_calls(message: dict, out: list[Slot]) -> None:
     _fields(message.get("function_call"), ("arguments",), out)
 
 
-def request_slots(body: Any, capability: str, anthropic: bool = False) -> list[Slot]:
-    """Every text the client sends: chat messages (OpenAI's or Anthropic's, with Anthropic's
-    ``system``, tool calls and tool results), a completion's prompt, an embedding's input, a
-    Responses input, moderation input, an image prompt, the text of speech."""
+def _tensorzero_input(body: dict, out: list[Slot]) -> None:
+    """A ``/inference`` input: its system (a string, or a schema's object), and each message's
+    content: text, raw text, template arguments, tool calls and results."""
+    data = body.get("input")
+    if not isinstance(data, dict):
+        return
+    if data.get("system") is not None:
+        _strings_within(data, "system", out)
+    messages = data.get("messages")
+    for message in messages if isinstance(messages, list) else ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            out.append((message, "content"))
+            continue
+        for block in content if isinstance(content, list) else ():
+            if isinstance(block, dict):
+                for key in ("text", "value", "arguments", "result"):
+                    if block.get(key) is not None:
+                        _strings_within(block, key, out)
+
+
+def request_slots(body: Any, capability: str, dialect: str | None = None) -> list[Slot]:
+    """Every text the client sends: chat messages (OpenAI's, Anthropic's with its ``system``, tool
+    calls and tool results, or a ``/inference`` input), a completion's prompt, an embedding's input,
+    a Responses input, moderation input, an image prompt, the text of speech. ``dialect`` is the
+    route's ``error_format``: None for OpenAI's APIs, ``anthropic`` or ``tensorzero``."""
     out: list[Slot] = []
     if not isinstance(body, dict):
         return out
-    if capability == "chat":
+    anthropic = dialect == "anthropic"
+    if capability == "chat" and dialect == "tensorzero":
+        _tensorzero_input(body, out)
+    elif capability == "chat":
         if anthropic:
             _text_or_parts(body, "system", out)
         messages = body.get("messages")
@@ -109,13 +134,23 @@ def request_slots(body: Any, capability: str, anthropic: bool = False) -> list[S
     return out
 
 
-def answer_slots(answer: Any, capability: str, anthropic: bool = False) -> list[tuple[Slot, Any]]:
-    """The texts of a whole answer, each with the choice it belongs to (None for Anthropic's and
-    Responses answers)."""
+def answer_slots(answer: Any, capability: str, dialect: str | None = None) -> list[tuple[Slot, Any]]:
+    """The texts of a whole answer, each with the choice it belongs to (None for Anthropic's,
+    Responses and ``/inference`` answers)."""
     out: list[tuple[Slot, Any]] = []
     if not isinstance(answer, dict):
         return out
-    if anthropic:
+    if dialect == "tensorzero":
+        slots: list[Slot] = []
+        for block in answer.get("content") or ():
+            if isinstance(block, dict):
+                for key in ("text", "raw_arguments", "arguments"):
+                    if block.get(key) is not None:
+                        _strings_within(block, key, slots)
+        if isinstance(answer.get("output"), dict):
+            _strings_within(answer, "output", slots)
+        return [(slot, None) for slot in slots]
+    if dialect == "anthropic":
         slots: list[Slot] = []
         _text_or_parts(answer, "content", slots)
         return [(slot, None) for slot in slots]

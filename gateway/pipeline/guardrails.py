@@ -35,7 +35,7 @@ _WINDOWS = {SSEStream: StreamWindow, EventStream: StreamWindow, ResponsesStream:
 
 #: The OpenAI routes whose streams an output window can hold back (and /v1/messages, whose chunks it
 #: holds back before they are translated).
-_STREAM_PATHS = ("/chat/completions", "/completions", "/responses")
+_STREAM_PATHS = ("/chat/completions", "/completions", "/responses", "/inference")
 
 
 class GuardrailStage:
@@ -72,7 +72,7 @@ class GuardrailStage:
             return
         if not guardrail.scans_input or ctx.body is None:
             return
-        slots = request_slots(ctx.body, resource.capability, ctx.error_format == "anthropic")
+        slots = request_slots(ctx.body, resource.capability, ctx.error_format)
         if not slots:
             return
         verdict = _scan(ctx.outcome, guardrail, "input", [holder[key] for holder, key in slots])
@@ -103,14 +103,14 @@ class GuardrailStage:
             answer = ujson.loads(resp.data)
         except ValueError:
             return
-        slots = answer_slots(answer, resource.capability, ctx.error_format == "anthropic")
+        slots = answer_slots(answer, resource.capability, ctx.error_format)
         if not slots:
             return
         verdict = _scan(ctx.outcome, guardrail, "output", [holder[key] for (holder, key), _ in slots])
         if not verdict.blocked and not verdict.redacted:
             return
         if verdict.blocked:
-            _withhold(answer, resource.capability, ctx.error_format == "anthropic", slots)
+            _withhold(answer, resource.capability, ctx.error_format, slots)
         else:
             for ((holder, key), _), text in zip(slots, verdict.texts, strict=True):
                 holder[key] = text
@@ -135,10 +135,17 @@ class GuardrailStage:
         resp.complete = True  # answered here: the resource (and its upstream call) is skipped
 
 
-def _withhold(answer: dict, capability: str, anthropic: bool, slots: list) -> None:
+def _withhold(answer: dict, capability: str, dialect: str | None, slots: list) -> None:
     """A blocked whole answer: none of its text, tool calls or reasoning, and the API's way of saying
     a content filter stopped it."""
-    if anthropic:
+    if dialect == "tensorzero":
+        if "output" in answer:
+            answer["output"] = {"raw": "", "parsed": None}
+        else:
+            answer["content"] = []
+        answer["finish_reason"] = "content_filter"
+        return
+    if dialect == "anthropic":
         answer["content"] = [{"type": "text", "text": ""}]
         answer["stop_reason"] = "refusal"
         return

@@ -144,7 +144,7 @@ def test_request_texts_beyond_messages():
                                            "input": {"to": ["a@b.co"], "n": 1}}]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
                                       "content": [{"type": "text", "text": "ok a@b.co"}]}]}]}
-    assert texts(request_slots(claude, "chat", anthropic=True)) == ["a@b.co", "ok a@b.co"]
+    assert texts(request_slots(claude, "chat", "anthropic")) == ["a@b.co", "ok a@b.co"]
     responses = {"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
                            {"type": "function_call_output", "call_id": "c", "output": "a@b.co"}]}
     assert texts(request_slots(responses, "responses")) == ["{}", "a@b.co"]
@@ -160,7 +160,7 @@ def test_answer_texts_beyond_content():
     assert [holder[key] for (holder, key), _ in answer_slots(answer, "chat")] == ["no", "think", "{}"]
     claude = {"content": [{"type": "thinking", "thinking": "hmm"}, {"type": "text", "text": "hi"},
                           {"type": "tool_use", "id": "t", "name": "f", "input": {"q": "x"}}]}
-    assert [holder[key] for (holder, key), _ in answer_slots(claude, "chat", anthropic=True)] == ["hmm", "hi", "x"]
+    assert [holder[key] for (holder, key), _ in answer_slots(claude, "chat", "anthropic")] == ["hmm", "hi", "x"]
     responses = {"output": [{"type": "reasoning", "summary": [{"type": "summary_text", "text": "s"}]},
                             {"type": "function_call", "arguments": '{"a": 1}'}]}
     assert [holder[key] for (holder, key), _ in answer_slots(responses, "responses")] == ["s", '{"a": 1}']
