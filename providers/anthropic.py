@@ -25,6 +25,7 @@ from providers.base import (
     non_json_error,
     request_json,
     unexpected_shape,
+    with_headers,
 )
 from providers.http import UpstreamClient, UpstreamStream
 from providers.jsonio import dumps, loads
@@ -135,7 +136,7 @@ class AnthropicProvider(Provider):
 
     def chat(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChatResult:
         body = self._request_body(request, stream=False)
-        status, raw = http.post(self._url, body, self._request_headers(), attempt)
+        status, raw = http.post(self._url, body, with_headers(self._request_headers(), request.headers), attempt)
         if status >= 400:
             raise anthropic_error(status, raw)
         answer = json_object(raw)
@@ -146,7 +147,7 @@ class AnthropicProvider(Provider):
 
     def chat_stream(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChunkStream:
         body = self._request_body(request, stream=True)
-        upstream = http.post_stream(self._url, body, self._request_headers(), attempt)
+        upstream = http.post_stream(self._url, body, with_headers(self._request_headers(), request.headers), attempt)
         return stream_anthropic(upstream, include_usage=True)  # see ChunkStream: usage always
 
 

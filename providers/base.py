@@ -180,15 +180,26 @@ class ChatRequest:
     legacy text completions, which OpenAI-wire providers serve and stream the same way.
     """
 
-    __slots__ = ("body", "model", "stream", "include_usage", "path")
+    __slots__ = ("body", "model", "stream", "include_usage", "path", "headers")
 
-    def __init__(self, body: dict[str, Any], model: str, path: str = "/chat/completions") -> None:
+    def __init__(self, body: dict[str, Any], model: str, path: str = "/chat/completions",
+                 headers: Mapping[str, str | None] | None = None) -> None:
         self.body = body
         self.model = model
         self.path = path
+        #: Headers this request adds to the provider's (TensorZero's ``extra_headers``; None deletes one).
+        self.headers = headers
         self.stream = body.get("stream") is True
         options = body.get("stream_options")
         self.include_usage = bool(self.stream and isinstance(options, dict) and options.get("include_usage"))
+
+
+def with_headers(headers: Mapping[str, str], extra: Mapping[str, str | None] | None) -> Mapping[str, str]:
+    """``headers`` with a request's own added (a None value takes the header out)."""
+    if not extra:
+        return headers
+    merged = {**headers, **extra}
+    return {k: v for k, v in merged.items() if v is not None}
 
 
 class ChatResult:
@@ -272,7 +283,7 @@ class Attempt:
     caller (routing, then the relay for a stream) records when it ran and how it ended."""
 
     __slots__ = ("model", "provider", "provider_type", "upstream_s", "started", "started_at", "duration_s",
-                 "first_byte_s", "result", "status_code", "error", "span_id", "headers")
+                 "first_byte_s", "result", "status_code", "error", "span_id", "headers", "row_id")
 
     def __init__(self, model: str, provider: str, started: float = 0.0, started_at: float = 0.0,
                  provider_type: str | None = None) -> None:
@@ -283,6 +294,8 @@ class Attempt:
         #: The attempt's trace span, and the headers the upstream client adds for it (``traceparent``).
         self.span_id: int | None = None
         self.headers: Mapping[str, str] | None = None
+        #: The id of the attempt's ModelInference row, when an answer names it before the row is made.
+        self.row_id: str | None = None
         #: ``time.monotonic()`` and Unix time at the start.
         self.started = started
         self.started_at = started_at

@@ -29,6 +29,7 @@ from providers.base import (
     non_json_error,
     request_json,
     unexpected_shape,
+    with_headers,
 )
 from providers.http import UpstreamClient, UpstreamStream
 from providers.jsonio import dumps, loads
@@ -100,7 +101,8 @@ class GeminiProvider(Provider):
         return request_json(body)
 
     def chat(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChatResult:
-        status, raw = http.post(self._url, self._request_body(request), self._request_headers(), attempt)
+        headers = with_headers(self._request_headers(), request.headers)
+        status, raw = http.post(self._url, self._request_body(request), headers, attempt)
         if status >= 400:
             raise gemini_error(status, raw)
         answer = json_object(raw)
@@ -111,7 +113,8 @@ class GeminiProvider(Provider):
 
     def chat_stream(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChunkStream:
         body = self._request_body(request)
-        upstream = http.post_stream(self._stream_url, body, self._request_headers(), attempt)
+        upstream = http.post_stream(self._stream_url, body, with_headers(self._request_headers(), request.headers),
+                                    attempt)
         return stream_gemini(upstream, self.config.model_name, include_usage=True)  # see ChunkStream
 
 

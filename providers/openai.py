@@ -21,6 +21,7 @@ from providers.base import (
     json_object,
     non_json_error,
     request_json,
+    with_headers,
 )
 from providers.http import UpstreamClient, UpstreamStream
 from providers.jsonio import loads
@@ -179,13 +180,14 @@ class OpenAIProvider(Provider):
 
     def chat(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChatResult:
         url = self._urls[request.path]
-        status, raw = http.post(url, self._json_body(request.body), self._request_headers(), attempt)
+        status, raw = http.post(url, self._json_body(request.body), with_headers(self._request_headers(), request.headers),
+                                attempt)
         return ChatResult(parse_json_answer(status, raw))
 
     def chat_stream(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChunkStream:
         url = self._urls[request.path]
         body = self._json_body(request.body, stream_usage=True)
-        upstream = http.post_stream(url, body, self._request_headers(), attempt)
+        upstream = http.post_stream(url, body, with_headers(self._request_headers(), request.headers), attempt)
         return stream_openai(upstream)
 
     def forward(self, http: UpstreamClient, request: ForwardRequest, attempt: Attempt) -> Forwarded:

@@ -157,7 +157,7 @@ class AnalyticsRecorder:
         if self._store_content and answering and ok:
             response = _text(o.response_body)
         return {
-            "id": new_inference_id(),
+            "id": attempt.row_id or new_inference_id(),
             "inference_id": o.inference_id,
             "attempt": index + 1,
             "model_name": attempt.model,

@@ -8,14 +8,17 @@ way to the next; the last failure is the answer.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 import falcon
+import gevent
 
 from gateway.catalog import Catalog
 from gateway.errors import GatewayError, InvalidRequestError
+from gateway.outcome import new_inference_id
 from gateway.relay import EventStream, SSEStream
 from gateway.resources.respond import inference_headers, json_response
 from gateway.routing import Answer, Router, StreamAnswer
@@ -25,6 +28,7 @@ from gateway.tensorzero.inference import Plan, Record, plan
 from gateway.tensorzero.native import JSON_TOOL, ToolSet, chat_body, tool_set
 from gateway.tensorzero.templates import Templates
 from providers.base import ChatRequest
+from providers.jsonio import dumps
 
 __all__ = ["FunctionCalls", "NativeAnswers", "OpenAIAnswers", "served"]
 
@@ -63,42 +67,78 @@ class FunctionCalls:
             if stream:
                 chat["stream"] = True
                 chat["stream_options"] = {"include_usage": True}
-            request = ChatRequest(chat, variant.table.model, "/chat/completions")
+            request = ChatRequest(chat, variant.table.model, "/chat/completions", extra_headers(variant, body))
             head = {"inference_id": ctx.outcome.inference_id, "episode_id": found.episode_id,
                     "variant_name": variant.name}
             record = Record(found, variant, body, {"chat_completion": _params(chat)}, _tool_params(tools))
-            try:
-                if stream:
-                    got = self._router.chat_stream(route, request, ctx.peer, ctx.outcome)
-                    relay = ctx.stream = resp.stream = present.stream(req, resp, got, head, record)
-
-                    def finished(_stream, record=record, started=ctx.started) -> None:
-                        first = ctx.outcome.first_byte
-                        record.ttft_ms = None if first is None else round((first - started) * 1000.0, 3)
-
-                    relay.on_close(finished)
-                    resp.content_type = "text/event-stream"
-                    resp.set_header("Cache-Control", "no-cache")
-                    inference_headers(resp, got.candidate.label, got.attempts)
-                else:
-                    got = self._router.chat(route, request, ctx.peer, ctx.outcome)
-                    present.answer(req, resp, got, head, record, tools)
-                    inference_headers(resp, got.candidate.label, got.attempts,
-                                      time.monotonic() - ctx.started - got.upstream_s)
-                ctx.outcome.inference = None if found.dryrun else record
-                return
-            except GatewayError as e:
-                failure = e
+            retries = getattr(variant.table, "retries", None)
+            for attempt in range(1 + (retries.num_retries if retries is not None else 0)):
+                if attempt:
+                    # NOTE: TensorZero's variant retries: truncated exponential backoff with jitter.
+                    gevent.sleep(min(retries.max_delay_s, 0.1 * 2 ** (attempt - 1)) * (0.5 + random.random() / 2))
+                try:
+                    self._send(req, resp, route, request, head, record, tools, present, stream)
+                    ctx.outcome.inference = None if found.dryrun else record
+                    return
+                except GatewayError as e:
+                    failure = e
+                    if 400 <= e.status < 500 and e.status != 429:
+                        break  # the request's own error: another try of this variant would get it again
         raise failure if failure is not None else InvalidRequestError("no variant could run")
+
+    def _send(self, req, resp, route, request: ChatRequest, head: dict, record: Record, tools: ToolSet,
+              present: Presenter, stream: bool) -> None:
+        ctx = req.context
+        if stream:
+            got = self._router.chat_stream(route, request, ctx.peer, ctx.outcome)
+            relay = ctx.stream = resp.stream = present.stream(req, resp, got, head, record)
+
+            def finished(_stream, started=ctx.started) -> None:
+                first = ctx.outcome.first_byte
+                record.ttft_ms = None if first is None else round((first - started) * 1000.0, 3)
+
+            relay.on_close(finished)
+            resp.content_type = "text/event-stream"
+            resp.set_header("Cache-Control", "no-cache")
+            inference_headers(resp, got.candidate.label, got.attempts)
+            return
+        got = self._router.chat(route, request, ctx.peer, ctx.outcome)
+        present.answer(req, resp, got, head, record, tools)
+        inference_headers(resp, got.candidate.label, got.attempts, time.monotonic() - ctx.started - got.upstream_s)
+
+
+def extra_headers(variant: Variant, body: Mapping[str, Any]) -> dict[str, str | None] | None:
+    """The headers a variant's request adds: the variant's ``extra_headers`` (a table, or TensorZero's
+    list of ``{name, value | delete}``), then the request's that apply to it (None deletes)."""
+    out: dict[str, str | None] = {}
+    config = getattr(variant.table, "extra_headers", None)
+    if isinstance(config, dict):
+        out.update(config)
+    elif config is not None:
+        out.update((edit.name, None if edit.delete else edit.value) for edit in config)
+    asked = body.get("extra_headers")
+    if asked is not None:
+        if not isinstance(asked, list) or not all(isinstance(e, dict) and isinstance(e.get("name"), str) for e in asked):
+            raise InvalidRequestError("'extra_headers' must be an array of {name, value | delete}",
+                                      param="extra_headers")
+        model = getattr(variant.table, "model", None)
+        for e in asked:
+            if e.get("variant_name") in (None, variant.name) and e.get("model_name") in (None, model):
+                out[e["name"]] = None if e.get("delete") else str(e.get("value", ""))
+    return out or None
 
 
 class NativeAnswers:
     """``/inference``: TensorZero's answer and chunks."""
 
     def answer(self, req, resp, got: Answer, head: dict, record: Record, tools: ToolSet) -> None:
-        found: Plan = req.context.inference
-        made = answer(got.result.body, found.function.type, tools, found.output_schema, head, req.context.outcome.cost)
+        ctx = req.context
+        found: Plan = ctx.inference
+        made = answer(got.result.body, found.function.type, tools, found.output_schema, head, ctx.outcome.cost)
         record.output = made.output
+        body = ctx.body
+        if body.get("include_raw_response") or body.get("include_raw_usage") or body.get("include_original_response"):
+            _raw(made.body, body, got, ctx.outcome.attempts[-1] if ctx.outcome.attempts else None)
         json_response(resp, made.body)
 
     def stream(self, req, resp, got: StreamAnswer, head: dict, record: Record) -> EventStream:
@@ -144,6 +184,22 @@ class OpenAIAnswers:
                           include_usage=include, outcome=ctx.outcome, pricing=got.candidate.pricing)
         record.output = [] if found.function.type == "chat" else {"raw": "", "parsed": None}
         return relay
+
+
+def _raw(answer_body: dict, body: Mapping[str, Any], got: Answer, attempt: Any) -> None:
+    """What the provider said, as TensorZero adds it on request: ``raw_response`` (each model
+    inference's answer), ``raw_usage`` (its usage) and the older ``original_response``."""
+    data = dumps(got.result.body).decode()
+    if attempt is not None and attempt.row_id is None:
+        attempt.row_id = new_inference_id()  # the ModelInference row takes this id
+    entry = {"model_inference_id": attempt.row_id if attempt is not None else None,
+             "provider_type": got.candidate.provider.type, "api_type": "chat_completions"}
+    if body.get("include_raw_response"):
+        answer_body["raw_response"] = [{**entry, "data": data}]
+    if body.get("include_raw_usage"):
+        answer_body["usage"]["raw_usage"] = [{**entry, "data": got.result.body.get("usage")}]
+    if body.get("include_original_response"):
+        answer_body["original_response"] = data
 
 
 def served(found: Plan) -> list[Variant]:

@@ -59,6 +59,13 @@ class TestChatFunction:
         assert {k: rec.body[k] for k in ("temperature", "top_p", "max_tokens", "seed", "stop")} == {
             "temperature": 0.3, "top_p": 0.9, "max_tokens": 200, "seed": 7, "stop": ["END"]}
 
+    def test_variant_and_request_extra_headers_reach_the_upstream(self, gw, upstream):
+        resp = infer(gw, function_name="draft_email", input=EMAIL, extra_headers=[
+            {"name": "X-Request", "value": "r1"}, {"variant_name": "other", "name": "X-Other", "value": "no"}])
+        assert resp.status == 200, resp
+        headers = upstream.requests[0].headers
+        assert (headers["x-variant"], headers["x-request"]) == ("v1", "r1") and "x-other" not in headers
+
     def test_a_schema_violation_is_a_400_and_nothing_goes_upstream(self, gw, upstream):
         bad = {**EMAIL, "system": {"company": "Acme"}}
         resp = infer(gw, function_name="draft_email", input=bad)
@@ -131,11 +138,11 @@ class TestVariants:
         seen = {infer(gw, function_name="ab", input={"messages": []}).json()["variant_name"] for _ in range(30)}
         assert seen == {"a", "b"}
 
-    def test_a_failing_candidate_falls_back_to_the_fallback_variant(self, gw, upstream):
+    def test_a_failing_candidate_is_retried_then_falls_back_to_the_fallback_variant(self, gw, upstream):
         resp = infer(gw, function_name="fallback", input={"messages": [{"role": "user", "content": "hi"}]})
         assert resp.status == 200, resp
         assert resp.json()["variant_name"] == "backup"
-        assert [r.model for r in upstream.requests] == ["status-500", "ok"]
+        assert [r.model for r in upstream.requests] == ["status-500"] * 3 + ["ok"]  # retries = 2
 
     def test_a_pinned_variant_runs_alone(self, gw, upstream):
         resp = infer(gw, function_name="ab", variant_name="never", input={"messages": []})
@@ -229,6 +236,17 @@ class TestModelName:
         assert rec.body["metadata"] == {"source": "budgateway"} and rec.headers["x-team"] == "search"
         chunks = [json.loads(d) for d in infer(gw, model_name="priced", input=ask, stream=True).sse_data()[:-1]]
         assert chunks[-1]["usage"]["cost"] == pytest.approx(7 * 2.5e-6 + 3 * 10e-6)
+
+    def test_raw_response_and_usage_on_request(self, gw):
+        resp = infer(gw, model_name="gpt", input={"messages": [{"role": "user", "content": "hi"}]},
+                     include_raw_response=True, include_raw_usage=True, include_original_response=True)
+        body = resp.json()
+        [raw] = body["raw_response"]
+        assert raw["provider_type"] == "openai" and raw["api_type"] == "chat_completions"
+        assert uuid.UUID(raw["model_inference_id"]).version == 7
+        assert json.loads(raw["data"])["choices"][0]["message"]["content"] == CONTENT
+        assert body["usage"]["raw_usage"][0]["data"]["prompt_tokens"] == 7
+        assert json.loads(body["original_response"]) == json.loads(raw["data"])
 
     def test_dryrun_still_answers(self, gw):
         resp = infer(gw, model_name="gpt", input={"messages": [{"role": "user", "content": "hi"}]}, dryrun=True)
