@@ -19,7 +19,7 @@ from gateway.errors import (
 )
 from providers.base import FilePart, Form
 
-__all__ = ["ResolveStage", "model_field"]
+__all__ = ["ResolveStage", "model_field", "read_json_body"]
 
 #: How much of an uploaded file is read at a time (the limit is checked after each read).
 _READ_CHUNK = 64 * 1024
@@ -41,6 +41,31 @@ class _Budget:
         if self._left < 0:
             raise RequestTooLargeError(f"Request body is over the limit of {self._limit} bytes")
         return data
+
+
+def _check_length(req: falcon.Request, limit: int) -> None:
+    length = req.content_length
+    if length is not None and length > limit:
+        raise RequestTooLargeError(f"Request body of {length} bytes is over the limit of {limit} bytes")
+
+
+def read_json_body(req: falcon.Request, limit: int) -> dict:
+    """The request's JSON object, read once within ``limit`` bytes (chunked bodies too)."""
+    _check_length(req, limit)
+    if req.content_length is None:
+        raw = _Budget(req.stream, limit).read()  # chunked transfer coding
+    else:
+        raw = req.bounded_stream.read()
+    req.context.outcome.bytes_in = len(raw)
+    if not raw:
+        raise InvalidJSONError("Request body is empty; expected a JSON object")
+    try:
+        body = ujson.loads(raw)
+    except ValueError as e:
+        raise InvalidJSONError(f"Request body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise InvalidJSONError("Request body must be a JSON object")
+    return body
 
 
 def model_field(body: dict) -> str:
@@ -109,9 +134,7 @@ class ResolveStage:
         return route
 
     def _check_length(self, req: falcon.Request) -> None:
-        length = req.content_length
-        if length is not None and length > self._max:
-            raise RequestTooLargeError(f"Request body of {length} bytes is over the limit of {self._max} bytes")
+        _check_length(req, self._max)
 
     def _read_form(self, req: falcon.Request, max_file_bytes: int | None) -> Form:
         """Parse a multipart form as it streams in; a file over ``max_file_bytes`` is refused as soon as
@@ -146,18 +169,4 @@ class ResolveStage:
         return Form(fields, files)
 
     def _read_json(self, req: falcon.Request) -> dict:
-        self._check_length(req)
-        if req.content_length is None:
-            raw = _Budget(req.stream, self._max).read()  # chunked transfer coding
-        else:
-            raw = req.bounded_stream.read()
-        req.context.outcome.bytes_in = len(raw)
-        if not raw:
-            raise InvalidJSONError("Request body is empty; expected a JSON object")
-        try:
-            body = ujson.loads(raw)
-        except ValueError as e:
-            raise InvalidJSONError(f"Request body is not valid JSON: {e}") from None
-        if not isinstance(body, dict):
-            raise InvalidJSONError("Request body must be a JSON object")
-        return body
+        return read_json_body(req, self._max)

@@ -18,7 +18,7 @@ import gevent.lock
 import ujson
 
 from gateway.config.schema import Config
-from gateway.errors import InvalidJSONError, RequestTooLargeError, ServiceUnavailableError
+from gateway.errors import ServiceUnavailableError
 from gateway.observe.clickhouse import ClickHouseError, connect
 from gateway.observe.setup import Observers, clickhouse_url
 from gateway.observe.tensorzero_tables import (
@@ -28,6 +28,7 @@ from gateway.observe.tensorzero_tables import (
     JSON_INFERENCES,
 )
 from gateway.outcome import new_inference_id
+from gateway.pipeline.resolve import read_json_body
 from gateway.resources.respond import json_response
 from gateway.tensorzero.feedback import Feedback as FeedbackRequest
 from gateway.tensorzero.feedback import demonstration, read, row
@@ -43,7 +44,6 @@ _READERS = 4
 #: A table or database missing (codes 60 and 81) is a target not written yet: the writer creates
 #: them when it first inserts.
 _NOT_YET = re.compile(r"\(code (60|81)\)")
-_READ_CHUNK = 64 * 1024
 
 
 class _Lookups:
@@ -98,7 +98,7 @@ class Feedback:
         self._poll_s = min(max(flush_s / 2, 0.05), 0.5)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        feedback = read(_json_body(req, self._max_body), self._metrics)
+        feedback = read(read_json_body(req, self._max_body), self._metrics)
         if self._lookups is None:
             raise ServiceUnavailableError(NO_CLICKHOUSE)
         function_name = self._find(feedback)
@@ -188,32 +188,3 @@ def _tools(offered: list, configured: dict[str, Schema]) -> dict[str, Schema]:
             if name in configured:
                 tools[name] = configured[name]
     return tools
-
-
-def _json_body(req: falcon.Request, limit: int) -> dict:
-    """The JSON object the request carries, within ``limit`` bytes (the resolve stage reads it for
-    inference routes; this route has none)."""
-    length = req.content_length
-    if length is not None and length > limit:
-        raise RequestTooLargeError(f"Request body of {length} bytes is over the limit of {limit} bytes")
-    if length is not None:
-        raw = req.bounded_stream.read()
-    else:
-        # NOTE: chunked transfer coding: Falcon's bounded stream reads nothing without a Content-Length.
-        chunks, size = [], 0
-        while chunk := req.stream.read(min(_READ_CHUNK, limit + 1 - size)):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                raise RequestTooLargeError(f"Request body is over the limit of {limit} bytes")
-        raw = b"".join(chunks)
-    req.context.outcome.bytes_in = len(raw)
-    if not raw:
-        raise InvalidJSONError("Request body is empty; expected a JSON object")
-    try:
-        body = ujson.loads(raw)
-    except ValueError as e:
-        raise InvalidJSONError(f"Request body is not valid JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise InvalidJSONError("Request body must be a JSON object")
-    return body
