@@ -53,6 +53,16 @@ def model_toml(name: str, providers: dict[str, dict[str, object]], *,
     return text + "".join(_table(f"{header}.providers.{_key(p)}", table) for p, table in providers.items())
 
 
+def local_profile(profile: str, guard_types: list[str] | None, action: str, **detectors: object) -> str:
+    """A ``[guardrails."profile"]`` table of one ``local`` provider (``pii``, ``patterns``,
+    ``deny_words`` as keywords); ``guard_types`` None leaves the default (input and output)."""
+    head = f'[guardrails.{json.dumps(profile)}]\n'
+    if guard_types is not None:
+        head += f"guard_types = {json.dumps(guard_types)}\n"
+    local = f'[guardrails.{json.dumps(profile)}.providers.local]\ntype = "local"\naction = "{action}"\n'
+    return "\n" + head + local + "".join(f"{k} = {toml_value(v)}\n" for k, v in detectors.items())
+
+
 def guarded_model(name: str, provider: dict[str, object], profile: str, **options: object) -> str:
     """``model_toml`` of one provider whose model uses the guardrail profile ``profile``."""
     text = model_toml(name, {"p": provider}, **options)

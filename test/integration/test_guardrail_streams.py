@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from configs import guarded_model, model_toml, openai_provider
+from configs import guarded_model, local_profile, model_toml, openai_provider
 from upstream_raw import chunk, response, sse
 
 ALL_PII = ["email", "phone", "credit_card", "ssn", "ip", "secret"]
@@ -20,21 +20,8 @@ PIECES = (PREFIX[:20], PREFIX[20:40], PREFIX[40:], *CARD_PIECES, " and that", " 
 TEXT = "".join(PIECES)
 REDACTED = PREFIX + "[REDACTED_CREDIT_CARD] and that is all."
 
-PROFILES = f"""
-[guardrails."redact-out"]
-guard_types = ["output"]
-[guardrails."redact-out".providers.local]
-type = "local"
-pii = {json.dumps(ALL_PII)}
-action = "redact"
-
-[guardrails."block-out"]
-guard_types = ["output"]
-[guardrails."block-out".providers.local]
-type = "local"
-pii = {json.dumps(ALL_PII)}
-action = "block"
-"""
+PROFILES = (local_profile("redact-out", ["output"], "redact", pii=ALL_PII)
+            + local_profile("block-out", ["output"], "block", pii=ALL_PII))
 
 IDS = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
 

@@ -12,7 +12,7 @@ import json
 import anthropic
 import openai
 import pytest
-from configs import dummy_provider, guarded_model, openai_provider
+from configs import dummy_provider, guarded_model, local_profile, openai_provider
 from conftest import CLIENT_TIMEOUT_S
 from upstream import CONTENT
 from upstream_raw import response, sse
@@ -42,43 +42,14 @@ PREFIX_PIECE_CHARS = 10
 CARD_OFFSETS = list(range(56, 96, 2))
 CLEAN_PIECES = tuple(f"piece {i} of a plain answer, " for i in range(8))
 
-PROFILES = f"""
-[guardrails."block-in"]
-guard_types = ["input"]
-[guardrails."block-in".providers.local]
-type = "local"
-pii = {json.dumps(ALL_PII)}
-action = "block"
-
-[guardrails."redact-in"]
-guard_types = ["input"]
-[guardrails."redact-in".providers.local]
-type = "local"
-pii = {json.dumps(ALL_PII)}
-action = "redact"
-patterns = {{ ticket = "TKT-[0-9]{{6}}" }}
-deny_words = ["{DENIED}"]
-
-[guardrails."redact-out"]
-guard_types = ["output"]
-[guardrails."redact-out".providers.local]
-type = "local"
-pii = {json.dumps(ALL_PII)}
-action = "redact"
-
-[guardrails."block-out"]
-guard_types = ["output"]
-[guardrails."block-out".providers.local]
-type = "local"
-pii = {json.dumps(ALL_PII)}
-action = "block"
-
-[guardrails."redact-both"]
-[guardrails."redact-both".providers.local]
-type = "local"
-pii = {json.dumps(ALL_PII)}
-action = "redact"
-"""
+PROFILES = "".join([
+    local_profile("block-in", ["input"], "block", pii=ALL_PII),
+    local_profile("redact-in", ["input"], "redact", pii=ALL_PII, patterns={"ticket": "TKT-[0-9]{6}"},
+                  deny_words=[DENIED]),
+    local_profile("redact-out", ["output"], "redact", pii=ALL_PII),
+    local_profile("block-out", ["output"], "block", pii=ALL_PII),
+    local_profile("redact-both", None, "redact", pii=ALL_PII),
+])
 
 # Raw upstream model names.
 EMAIL_ANSWER, EMAIL_TEXT_ANSWER, NOT_A_CARD_ANSWER = "email-answer", "email-text-answer", "not-a-card-answer"

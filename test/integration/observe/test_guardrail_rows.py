@@ -7,26 +7,13 @@ import json
 import uuid
 
 import pytest
-from configs import dummy_provider, model_toml
+from configs import dummy_provider, local_profile, model_toml
 
 from .conftest import wait_rows
 
 CHAT_PATH = "/v1/chat/completions"
-PROFILES = """
-[guardrails.redact-in]
-guard_types = ["input"]
-[guardrails.redact-in.providers.local]
-type = "local"
-pii = ["email"]
-action = "redact"
-
-[guardrails.block-out]
-guard_types = ["output"]
-[guardrails.block-out.providers.local]
-type = "local"
-deny_words = ["forbidden"]
-action = "block"
-"""
+PROFILES = (local_profile("redact-in", ["input"], "redact", pii=["email"])
+            + local_profile("block-out", ["output"], "block", deny_words=["forbidden"]))
 MODELS = (model_toml("redacting", {"d": dummy_provider("echo")}).replace(
     '[models."redacting"]\n', '[models."redacting"]\nguardrail_profile = "redact-in"\n')
     + model_toml("blocking", {"d": dummy_provider("echo")}).replace(

@@ -7,24 +7,11 @@ import json
 
 import pytest
 from budapp import hash_key
-from configs import dummy_provider, guarded_model, model_toml
+from configs import dummy_provider, guarded_model, local_profile, model_toml
 
 EMAIL = "jane.doe@example.com"
-PROFILES = """
-[guardrails.redact-in]
-guard_types = ["input"]
-[guardrails.redact-in.providers.local]
-type = "local"
-pii = ["email"]
-action = "redact"
-
-[guardrails.block-out]
-guard_types = ["output"]
-[guardrails.block-out.providers.local]
-type = "local"
-deny_words = ["secret-plan"]
-action = "block"
-"""
+PROFILES = (local_profile("redact-in", ["input"], "redact", pii=["email"])
+            + local_profile("block-out", ["output"], "block", deny_words=["secret-plan"]))
 FUNCTIONS = """
 [functions.echoing]
 type = "chat"
