@@ -8,6 +8,7 @@ way to the next; the last failure is the answer.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Mapping
@@ -77,7 +78,7 @@ class FunctionCalls:
                     # NOTE: TensorZero's variant retries: truncated exponential backoff with jitter.
                     gevent.sleep(min(retries.max_delay_s, 0.1 * 2 ** (attempt - 1)) * (0.5 + random.random() / 2))
                 try:
-                    self._send(req, resp, route, request, head, record, tools, present, stream)
+                    self._send(req, resp, route, request, head, record, tools, present, variant)
                     ctx.outcome.inference = None if found.dryrun else record
                     return
                 except GatewayError as e:
@@ -87,10 +88,18 @@ class FunctionCalls:
         raise failure if failure is not None else InvalidRequestError("no variant could run")
 
     def _send(self, req, resp, route, request: ChatRequest, head: dict, record: Record, tools: ToolSet,
-              present: Presenter, stream: bool) -> None:
+              present: Presenter, variant: Variant) -> None:
         ctx = req.context
-        if stream:
-            got = self._router.chat_stream(route, request, ctx.peer, ctx.outcome)
+        limits = getattr(variant.table, "timeouts", None)
+        started = time.monotonic()
+        if request.stream:
+            with _variant_timer(limits.streaming.ttft_ms if limits is not None else None, variant):
+                got = self._router.chat_stream(route, request, ctx.peer, ctx.outcome)
+            total = limits.streaming.total_ms if limits is not None else None
+            if total is not None:
+                # NOTE: the variant's whole-stream limit, from when it was asked, bounds the relay too.
+                end = started + total / 1000.0
+                got.deadline = end if got.deadline is None else min(got.deadline, end)
             relay = ctx.stream = resp.stream = present.stream(req, resp, got, head, record)
 
             def finished(_stream, started=ctx.started) -> None:
@@ -102,9 +111,22 @@ class FunctionCalls:
             resp.set_header("Cache-Control", "no-cache")
             inference_headers(resp, got.candidate.label, got.attempts)
             return
-        got = self._router.chat(route, request, ctx.peer, ctx.outcome)
+        with _variant_timer(limits.non_streaming.total_ms if limits is not None else None, variant):
+            got = self._router.chat(route, request, ctx.peer, ctx.outcome)
         present.answer(req, resp, got, head, record, tools)
         inference_headers(resp, got.candidate.label, got.attempts, time.monotonic() - ctx.started - got.upstream_s)
+
+
+class VariantTimeoutError(GatewayError):
+    """A variant's own ``timeouts`` ran out: the next variant is tried."""
+
+    status, type, code = 504, "server_error", "timeout"
+
+
+def _variant_timer(ms: int | None, variant: Variant) -> gevent.Timeout | contextlib.nullcontext:
+    if ms is None:
+        return contextlib.nullcontext()
+    return gevent.Timeout(ms / 1000.0, VariantTimeoutError(f"variant {variant.name!r} timed out after {ms} ms"))
 
 
 def extra_headers(variant: Variant, body: Mapping[str, Any]) -> dict[str, str | None] | None:

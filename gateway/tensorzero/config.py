@@ -30,7 +30,7 @@ __all__ = ["BUILTIN_METRICS", "TensorZeroConfig", "read_tensorzero"]
 #: The feedback every config has, without a ``[metrics]`` table.
 BUILTIN_METRICS = ("comment", "demonstration")
 #: Chat-completion variant keys the gateway takes but does not act on.
-_VARIANT_UNUSED = ("input_wrappers", "thinking_budget_tokens", "timeouts")
+_VARIANT_UNUSED = ("input_wrappers", "thinking_budget_tokens")
 
 
 class _Table(BaseModel):

@@ -5,6 +5,7 @@ fallback variants, pinned variants, streams in TensorZero's chunk format, and it
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -143,6 +144,15 @@ class TestVariants:
         assert resp.status == 200, resp
         assert resp.json()["variant_name"] == "backup"
         assert [r.model for r in upstream.requests] == ["status-500"] * 3 + ["ok"]  # retries = 2
+
+    @pytest.mark.parametrize("stream", [False, True])
+    def test_a_variant_over_its_timeouts_gives_way(self, gw, stream):
+        started = time.monotonic()
+        resp = infer(gw, function_name="impatient", input={"messages": [{"role": "user", "content": "hi"}]},
+                     stream=stream)
+        assert resp.status == 200, resp
+        body = resp.json() if not stream else json.loads(resp.sse_data()[0])
+        assert body["variant_name"] == "backup" and time.monotonic() - started < 2.5
 
     def test_a_pinned_variant_runs_alone(self, gw, upstream):
         resp = infer(gw, function_name="ab", variant_name="never", input={"messages": []})
