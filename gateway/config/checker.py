@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["Checker", "ConfigError", "key_path"]
+__all__ = ["Checker", "ConfigError", "key_path", "kind_of"]
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -98,6 +98,11 @@ class Checker:
 
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "an array", dict: "a table"}
+
+
+def kind_of(value: Any) -> str:
+    """What a TOML value is, in the words of the config's messages (string, integer, table, ...)."""
+    return _kind(value)
 
 
 def _kind(value: Any) -> str:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveInt
+from pydantic import ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveInt, model_validator
+
+from gateway.config.validation import StrictTable
 
 __all__ = ["FunctionTable", "MetricTable", "TENSORZERO_SECTIONS", "ToolTable", "VARIANT_TYPES"]
 
@@ -19,8 +21,7 @@ TENSORZERO_SECTIONS = frozenset({"functions", "tools", "metrics", "embedding_mod
                                  "autopilot"})
 
 
-class _Table(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Table = StrictTable
 
 
 class PathTable(_Table):
@@ -33,12 +34,12 @@ class Retries(_Table):
 
 
 class _NonStreaming(_Table):
-    total_ms: PositiveInt | None = None
+    total_ms: float | None = Field(None, gt=0)
 
 
 class _Streaming(_Table):
-    ttft_ms: PositiveInt | None = None
-    total_ms: PositiveInt | None = None
+    ttft_ms: float | None = Field(None, gt=0)
+    total_ms: float | None = Field(None, gt=0)
 
 
 class Timeouts(_Table):
@@ -56,6 +57,14 @@ class BodyEdit(_Table):
     model_name: str | None = None
     provider_name: str | None = None
 
+    @model_validator(mode="after")
+    def _one(self) -> BodyEdit:
+        if not self.pointer.startswith("/"):
+            raise ValueError(f'pointer "{self.pointer}" must start with "/"')
+        if ("value" in self.model_fields_set) == (self.delete is True):
+            raise ValueError("needs exactly one of value and delete = true")
+        return self
+
 
 class HeaderEdit(_Table):
     name: str
@@ -64,6 +73,12 @@ class HeaderEdit(_Table):
     variant_name: str | None = None
     model_name: str | None = None
     provider_name: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> HeaderEdit:
+        if (self.value is None) == (self.delete is not True):
+            raise ValueError("needs a string value or delete = true")
+        return self
 
 
 #: ``extra_body`` / ``extra_headers``: TensorZero's list of edits, or our table of values.
@@ -104,7 +119,7 @@ class ChatCompletionVariant(_Variant):
 class _Candidate(_Table):
     """The evaluator of best-of-n, the fuser of mixture-of-n: a chat_completion without its own type."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
 
 
 class BestOfNVariant(_Variant):

@@ -1,4 +1,5 @@
-"""A model's provider tables: the keys every type takes, TensorZero's too, and each type's own.
+"""A model's provider tables (a pydantic model of the keys every type takes; a type's own keys are
+checked by its class): TensorZero's keys too.
 
 TensorZero's forms are read beside ours: ``extra_body`` / ``extra_headers`` as a list of edits
 (``{pointer, value | delete}``, ``{name, value | delete}``) or our table of values; ``cost`` as a
@@ -15,75 +16,117 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from pydantic import ConfigDict, model_validator
+
 from gateway.config.checker import Checker, key_path
+from gateway.config.functions import BodyEdit, HeaderEdit, Timeouts
 from gateway.config.schema import CostEntry, PointerCost, ProviderConfig, TimeoutsConfig
+from gateway.config.validation import StrictTable, read_table
 from providers.credentials import parse_location
 
-__all__ = ["NOT_YET_SUPPORTED", "provider", "timeouts"]
+__all__ = ["NOT_YET_SUPPORTED", "ProviderTable", "provider", "timeouts"]
 
 #: TensorZero's provider types the gateway does not serve yet: refused with that reason, not as unknown.
 NOT_YET_SUPPORTED = ("aws_bedrock", "aws_sagemaker", "gcp_vertex_anthropic", "gcp_vertex_gemini")
-_KEYS = {"type", "model_name", "api_base", "api_key_location", "timeouts", "extra_headers", "extra_body", "cost",
-         "endpoint"}
 #: TensorZero's keys the gateway takes without acting on them.
 _ACCEPTED = frozenset({"batch_cost", "discard_unknown_chunks"})
 
 
+class _Fallback(StrictTable):
+    default: str
+    fallback: str
+
+
+class _Cost(StrictTable):
+    pointer: str | None = None
+    pointer_nonstreaming: str | None = None
+    pointer_streaming: str | None = None
+    cost_per_million: float | None = None
+    cost_per_unit: float | None = None
+    required: bool = False
+
+    @model_validator(mode="after")
+    def _forms(self) -> _Cost:
+        pair = (self.pointer_nonstreaming, self.pointer_streaming)
+        if (self.pointer is None) == (pair == (None, None)) or (self.pointer is None and None in pair):
+            raise ValueError("needs pointer, or both pointer_nonstreaming and pointer_streaming")
+        if (self.cost_per_million is None) == (self.cost_per_unit is None):
+            raise ValueError("needs a number as exactly one of cost_per_million and cost_per_unit")
+        return self
+
+
+class ProviderTable(StrictTable):
+    """The keys every type takes; the others are the type's own, which its class checks."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+
+    type: str | None = None
+    model_name: str | None = None
+    api_base: str | None = None
+    endpoint: str | None = None
+    api_key_location: str | _Fallback | None = None
+    timeouts: Timeouts = Timeouts()
+    extra_headers: dict[str, str] | list[HeaderEdit] | None = None
+    extra_body: dict[str, Any] | list[BodyEdit] | None = None
+    cost: list[_Cost] | None = None
+    batch_cost: Any = None
+    discard_unknown_chunks: Any = None
+
+
 def provider(c: Checker, path: str, name: str, data: Any, registry: Mapping[str, Any]) -> ProviderConfig:
-    d = c.table(data, path, None)
-    type_ = c.get(d, "type", path, (str,), None)
-    cls = None
-    if type_ is None:
-        if "type" not in d:
-            c.fail(f"{path}.type", f"missing (one of: {', '.join(sorted(registry))})")
-    elif type_ in NOT_YET_SUPPORTED and type_ not in registry:
+    if isinstance(data, dict) and data.get("type") in NOT_YET_SUPPORTED and data["type"] not in registry:
         # NOTE: its other keys are that type's own: only the type is reported.
-        c.fail(f"{path}.type", f'provider type "{type_}" is not supported yet (a TensorZero type budgateway '
-                               f'does not serve; route this model to another provider)')
-        d = {"type": type_, "model_name": ""}
-    elif type_ not in registry:
-        c.fail(f"{path}.type", f'unknown provider type "{type_}" (one of: {", ".join(sorted(registry))})')
+        c.fail(f"{path}.type", f'provider type "{data["type"]}" is not supported yet (a TensorZero type '
+                               f'budgateway does not serve; route this model to another provider)')
+        data = {"type": data["type"], "model_name": ""}
+    t = read_table(c, ProviderTable, data, path) or ProviderTable(type=None, model_name="")
+    cls = None
+    if t.type is None:
+        if not isinstance(data, dict) or "type" not in data:
+            c.fail(f"{path}.type", f"missing (one of: {', '.join(sorted(registry))})")
+    elif t.type not in registry:
+        if t.type not in NOT_YET_SUPPORTED:
+            c.fail(f"{path}.type", f'unknown provider type "{t.type}" (one of: {", ".join(sorted(registry))})')
     else:
-        cls = registry[type_]
-    for key in _ACCEPTED.intersection(d):
+        cls = registry[t.type]
+    for key in _ACCEPTED.intersection(t.model_fields_set):
         c.unimplemented.append(f"{path}.{key}")
-    model_name = c.get(d, "model_name", path, (str,), "")
-    if "model_name" not in d and (cls is None or cls.requires_model_name):
+    if t.model_name is None and (cls is None or cls.requires_model_name) and isinstance(data, dict):
         c.fail(f"{path}.model_name", "missing (the model name the provider knows)")
-    api_base = _api_base(c, d, path, cls, type_)
-    location = _location(c, d, path, cls)
-    extra = {k for k in (getattr(cls, "tensorzero_options", frozenset()) if cls is not None else ()) if k in d}
-    for key in sorted(extra):
+    api_base = _api_base(c, t, path, cls)
+    location = _location(c, t, path, cls)
+    extra = dict(t.model_extra or {})
+    for key in sorted(k for k in extra if cls is not None and k in cls.tensorzero_options):
         c.unimplemented.append(f"{path}.{key}")
-    options = {k: v for k, v in d.items() if k not in _KEYS and k not in _ACCEPTED and k not in extra}
+        del extra[key]
     if cls is not None:
-        for key, reason in cls.check_options(options):
+        for key, reason in cls.check_options(extra):
             c.fail(f"{path}.{key_path(key)}", reason)
-    body, edits = _extra_body(c, d.get("extra_body"), f"{path}.extra_body")
     return ProviderConfig(
         name=name,
-        type=type_ or "",
-        model_name=model_name or str(options.get("deployment_id", "")),
+        type=t.type or "",
+        model_name=t.model_name or str(extra.get("deployment_id", "")),
         api_base=api_base,
         api_key_location=location,
-        timeouts=timeouts(c, d.get("timeouts", {}), f"{path}.timeouts"),
-        extra_headers=_extra_headers(c, d, path),
-        extra_body=MappingProxyType(body),
-        options=MappingProxyType(options),
-        body_edits=edits,
-        cost=_cost(c, d.get("cost"), f"{path}.cost"),
+        timeouts=timeouts(t.timeouts),
+        extra_headers=_extra_headers(t.extra_headers),
+        extra_body=MappingProxyType(dict(t.extra_body) if isinstance(t.extra_body, dict) else {}),
+        options=MappingProxyType(extra),
+        body_edits=tuple(MappingProxyType(e.model_dump(include={"pointer", "value", "delete"}, exclude_unset=True))
+                         for e in t.extra_body) if isinstance(t.extra_body, list) else (),
+        cost=_cost(t.cost),
     )
 
 
-def _api_base(c: Checker, d: dict, path: str, cls: Any, type_: str | None) -> str | None:
+def _api_base(c: Checker, t: ProviderTable, path: str, cls: Any) -> str | None:
     key = "api_base"
-    if "endpoint" in d and cls is not None and "endpoint" in cls.api_base_aliases:
-        if "api_base" in d:
+    if t.endpoint is not None and cls is not None and "endpoint" in cls.api_base_aliases:
+        if t.api_base is not None:
             c.fail(f"{path}.endpoint", "set api_base or endpoint, not both")
         key = "endpoint"
-    elif "endpoint" in d:
+    elif t.endpoint is not None:
         c.fail(f"{path}.endpoint", "unknown key")
-    api_base = c.get(d, key, path, (str,), None)
+    api_base = getattr(t, key)
     if api_base is not None and api_base.startswith("env::"):
         variable = api_base[5:]
         api_base = os.environ.get(variable)
@@ -95,22 +138,18 @@ def _api_base(c: Checker, d: dict, path: str, cls: Any, type_: str | None) -> st
             c.fail(f"{path}.{key}", f'"{api_base}" is not an http:// or https:// URL')
         return api_base.rstrip("/")
     if cls is not None and cls.requires_api_base:
-        c.fail(f"{path}.api_base", f'required for provider type "{type_}"')
+        c.fail(f"{path}.api_base", f'required for provider type "{t.type}"')
     return None
 
 
-def _location(c: Checker, d: dict, path: str, cls: Any) -> str:
-    value = d.get("api_key_location")
+def _location(c: Checker, t: ProviderTable, path: str, cls: Any) -> str:
+    value = t.api_key_location
     if value is None:
         return cls.default_api_key_location if cls is not None else "none"
-    if isinstance(value, dict):
+    if isinstance(value, _Fallback):
         # TensorZero's {default, fallback}: the default is used; the fallback is listed as unused.
-        c.table(value, f"{path}.api_key_location", {"default", "fallback"})
         c.unimplemented.append(f"{path}.api_key_location.fallback")
-        value = value.get("default")
-    if not isinstance(value, str):
-        c.fail(f"{path}.api_key_location", "expected a string or a table {default, fallback}")
-        return "none"
+        value = value.default
     try:
         parse_location(value)
     except ValueError as e:
@@ -118,86 +157,31 @@ def _location(c: Checker, d: dict, path: str, cls: Any) -> str:
     return value
 
 
-def _extra_body(c: Checker, data: Any, path: str) -> tuple[dict, tuple[Mapping[str, Any], ...]]:
-    """Our table of values, or TensorZero's list of edits."""
-    if data is None:
-        return {}, ()
-    if isinstance(data, dict):
-        return dict(data), ()
-    if not isinstance(data, list):
-        c.fail(path, "expected a table of values or an array of {pointer, value | delete}")
-        return {}, ()
-    edits = []
-    for i, edit in enumerate(data):
-        where = f"{path}[{i}]"
-        e = c.table(edit, where, {"pointer", "value", "delete"})
-        if not isinstance(e.get("pointer"), str) or not e["pointer"].startswith("/"):
-            c.fail(f"{where}.pointer", "missing (a JSON Pointer such as /a/b)")
-        elif ("value" in e) == (e.get("delete") is True):
-            c.fail(where, "needs exactly one of value and delete = true")
-        else:
-            edits.append(MappingProxyType(dict(e)))
-    return {}, tuple(edits)
+def _extra_headers(value: Any) -> Mapping[str, str | None]:
+    """Our table of values, or TensorZero's list (a deleted header is held as None: not sent)."""
+    if value is None:
+        return MappingProxyType({})
+    if isinstance(value, dict):
+        return MappingProxyType(dict(value))
+    return MappingProxyType({e.name: None if e.delete else e.value for e in value})
 
 
-def _extra_headers(c: Checker, d: dict, path: str) -> Mapping[str, str | None]:
-    """Our table of values, or TensorZero's list of ``{name, value}`` / ``{name, delete = true}``
-    (a deleted header is held as None: the provider sends no such header)."""
-    data = d.get("extra_headers")
-    if not isinstance(data, list):
-        return c.str_map(d, "extra_headers", path)
-    out: dict[str, str | None] = {}
-    for i, item in enumerate(data):
-        where = f"{path}.extra_headers[{i}]"
-        e = c.table(item, where, {"name", "value", "delete"})
-        if not isinstance(e.get("name"), str):
-            c.fail(f"{where}.name", "missing (the header's name)")
-        elif e.get("delete") is True:
-            out[e["name"]] = None
-        elif isinstance(e.get("value"), str):
-            out[e["name"]] = e["value"]
-        else:
-            c.fail(where, "needs a string value or delete = true")
-    return MappingProxyType(out)
-
-
-def _cost(c: Checker, data: Any, path: str) -> PointerCost | None:
-    """TensorZero's ``cost``: each entry a pointer into the answer and a rate."""
-    if data is None:
+def _cost(entries: list[_Cost] | None) -> PointerCost | None:
+    """TensorZero's ``cost``: each entry a pointer into the answer and a rate per unit."""
+    if not entries:
         return None
-    if not isinstance(data, list):
-        c.fail(path, "expected an array of {pointer, cost_per_million | cost_per_unit, required}")
-        return None
-    entries = []
-    for i, item in enumerate(data):
-        where = f"{path}[{i}]"
-        e = c.table(item, where, {"pointer", "pointer_nonstreaming", "pointer_streaming", "cost_per_million",
-                                  "cost_per_unit", "required"})
-        plain = e.get("pointer")
-        pair = (e.get("pointer_nonstreaming"), e.get("pointer_streaming"))
-        if (plain is None) == (pair == (None, None)) or (plain is None and None in pair):
-            c.fail(where, "needs pointer, or both pointer_nonstreaming and pointer_streaming")
-            continue
-        rates = [k for k in ("cost_per_million", "cost_per_unit") if k in e]
-        if len(rates) != 1 or not isinstance(e[rates[0]], (int, float)) or isinstance(e[rates[0]], bool):
-            c.fail(where, "needs a number as exactly one of cost_per_million and cost_per_unit")
-            continue
-        rate = float(e[rates[0]]) / (1_000_000 if rates[0] == "cost_per_million" else 1)
-        entries.append(CostEntry(plain or pair[0], plain or pair[1], rate, bool(e.get("required", False))))
-    return PointerCost(tuple(entries)) if entries else None
+    return PointerCost(tuple(
+        CostEntry(e.pointer or e.pointer_nonstreaming, e.pointer or e.pointer_streaming,
+                  e.cost_per_million / 1_000_000 if e.cost_per_million is not None else e.cost_per_unit, e.required)
+        for e in entries))
 
 
-def timeouts(c: Checker, data: Any, path: str) -> TimeoutsConfig:
-    d = c.table(data, path, {"non_streaming", "streaming"})
-    ns = c.table(d.get("non_streaming", {}), f"{path}.non_streaming", {"total_ms"})
-    st = c.table(d.get("streaming", {}), f"{path}.streaming", {"ttft_ms", "total_ms"})
-
-    def seconds(table: dict, key: str, p: str) -> float | None:
-        ms = c.positive(table, key, p, None)
+def timeouts(t: Timeouts) -> TimeoutsConfig:
+    def seconds(ms: float | None) -> float | None:
         return None if ms is None else ms / 1000.0
 
     return TimeoutsConfig(
-        non_streaming_total_s=seconds(ns, "total_ms", f"{path}.non_streaming"),
-        streaming_ttft_s=seconds(st, "ttft_ms", f"{path}.streaming"),
-        streaming_total_s=seconds(st, "total_ms", f"{path}.streaming"),
+        non_streaming_total_s=seconds(t.non_streaming.total_ms),
+        streaming_ttft_s=seconds(t.streaming.ttft_ms),
+        streaming_total_s=seconds(t.streaming.total_ms),
     )

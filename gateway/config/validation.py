@@ -1,15 +1,28 @@
 """Config tables read through pydantic models, their errors told the way the rest of the config
-tells them: one ``key.path: reason`` line per problem, every problem at once."""
+tells them: one ``key.path: reason`` line per problem, every problem at once.
+
+Models are strict (``StrictTable``: no unknown keys, no "5" taken for 5, no true for 1) and their
+errors say what the hand-written checks said: ``expected an integer, got string``, ``must be > 0,
+got 0``, ``unknown key``, ``missing``. A field validator that raises ``ValueError("reason")`` gives
+that reason as it is.
+"""
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from gateway.config.checker import Checker, key_path
+from gateway.config.checker import Checker, key_path, kind_of
 
-__all__ = ["read_table"]
+__all__ = ["StrictTable", "read_table"]
+
+
+class StrictTable(BaseModel):
+    """The base of a config table's model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -20,6 +33,14 @@ _REASONS = {
     "extra_forbidden": "unknown key",
     "missing": "missing",
 }
+#: Type errors: what was expected.
+_EXPECTED = {"int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+             "float_type": "an integer or a number", "float_parsing": "a number", "string_type": "a string",
+             "bool_type": "a boolean", "bool_parsing": "a boolean", "list_type": "an array",
+             "dict_type": "a table", "model_type": "a table", "model_attributes_type": "a table"}
+#: Bounds, as the checker says them.
+_BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="), "less_than": ("lt", "<"),
+           "less_than_equal": ("le", "<=")}
 
 
 def read_table(c: Checker, model: type[M], data: Any, path: str) -> M | None:
@@ -66,10 +87,21 @@ def _member(item: str, value: Any) -> bool:
     return item[:1].isupper() or "[" in item or item in ("str", "int", "float", "bool", "literal")
 
 
+def _number(value: Any) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
 def _reason(error: dict) -> str:
     kind = error["type"]
     if kind in _REASONS:
         return _REASONS[kind]
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, got {kind_of(error.get('input'))}"
+    if kind in _BOUNDS:
+        key, sign = _BOUNDS[kind]
+        return f"must be {sign} {_number(error['ctx'][key])}, got {error.get('input')}"
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
     if kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
         return f"expected {expected}".replace("'", '"')
