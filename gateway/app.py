@@ -31,6 +31,7 @@ from gateway.pipeline.quota import QuotaStage
 from gateway.pipeline.ratelimit import RateLimitStage
 from gateway.pipeline.record import RecordStage
 from gateway.pipeline.resolve import ResolveStage
+from gateway.resources.batch import BatchInference
 from gateway.resources.chat import ChatCompletions, Completions
 from gateway.resources.feedback import Feedback
 from gateway.resources.forward import AUDIO_FILE_LIMIT, FormForward, JSONForward
@@ -194,6 +195,12 @@ def create_app(
     app.add_route("/v1/messages", Messages(router))
     app.add_route("/inference", Inference(calls))
     app.add_route("/feedback", Feedback(config, observers))
+    batches = BatchInference(config, observers, router, catalog, calls.functions,
+                             tensorzero.templates if tensorzero is not None else Templates(), http)
+    closers.append(batches.close)  # the list the app holds: running batches stop, recorded, before rows flush
+    app.add_route("/batch_inference", batches)
+    app.add_route("/batch_inference/{batch_id}", batches, suffix="batch")
+    app.add_route("/batch_inference/{batch_id}/inference/{inference_id}", batches, suffix="inference")
     models = Models(catalog)
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id:path}", models, suffix="one")

@@ -8,7 +8,6 @@ it has no ``capability`` (the resolve stage leaves it alone), but it needs a key
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -19,7 +18,8 @@ import ujson
 
 from gateway.config.schema import Config
 from gateway.errors import ServiceUnavailableError
-from gateway.observe.clickhouse import ClickHouseError, connect
+from gateway.observe.clickhouse import ClickHouseError
+from gateway.observe.lookups import Lookups
 from gateway.observe.setup import Observers, clickhouse_url
 from gateway.observe.tensorzero_tables import (
     CHAT_INFERENCES,
@@ -39,43 +39,6 @@ from gateway.tensorzero.templates import Schema
 __all__ = ["Feedback"]
 
 NO_CLICKHOUSE = "feedback needs ClickHouse ([gateway.observability] clickhouse_url)"
-#: ClickHouse clients a worker's feedback requests may query on at once.
-_READERS = 4
-#: A table or database missing (codes 60 and 81) is a target not written yet: the writer creates
-#: them when it first inserts.
-_NOT_YET = re.compile(r"\(code (60|81)\)")
-
-
-class _Lookups:
-    """Reads for feedback, on clients of their own: a clickhouse-driver client runs one query at a
-    time, and the writer's may be in the middle of an insert."""
-
-    def __init__(self, url: str) -> None:
-        self._url = url
-        first = connect(url)  # no connection yet: each client connects on its first query
-        self.database = first.database
-        self._idle: list[Any] = [first]
-        self._slots = gevent.lock.BoundedSemaphore(_READERS)
-
-    def query(self, sql: str) -> list[tuple[Any, ...]]:
-        """Rows of ``sql``; ``ClickHouseError`` when ClickHouse fails (a missing table is no rows)."""
-        with self._slots:
-            client = self._idle.pop() if self._idle else connect(self._url)
-            try:
-                rows = client.query(sql)
-            except ClickHouseError as e:
-                self._idle.append(client)  # it reconnects on its next query
-                if _NOT_YET.search(str(e)):
-                    return []
-                raise
-            except BaseException:
-                # A greenlet killed mid-query leaves the connection in an unknown state: not reused.
-                client.close()
-                raise
-            self._idle.append(client)
-            return rows
-
-
 class Feedback:
     path = "/feedback"
     error_format = "tensorzero"
@@ -90,7 +53,7 @@ class Feedback:
         url = clickhouse_url(config)
         writer = observers.writer
         self._put = writer.put if writer is not None else None
-        self._lookups = _Lookups(url) if url is not None and writer is not None else None
+        self._lookups = Lookups(url) if url is not None and writer is not None else None
         flush_s = config.gateway.observability.flush_interval_ms / 1000.0
         # A row is queued when its inference's answer is complete and written within a flush interval
         # (plus the insert): a feedback sent right after its inference may come before its row.

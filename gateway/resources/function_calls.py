@@ -26,7 +26,7 @@ from gateway.routing import Answer, Router, StreamAnswer
 from gateway.tensorzero.answers import ChunksToTensorZero, answer, error_event
 from gateway.tensorzero.functions import Function, Variant
 from gateway.tensorzero.inference import Plan, Record, plan
-from gateway.tensorzero.native import JSON_TOOL, ToolSet, chat_body, tool_set
+from gateway.tensorzero.native import JSON_TOOL, ToolSet, chat_body, chat_params, tool_params, tool_set
 from gateway.tensorzero.templates import Templates
 from providers.base import ChatRequest
 from providers.jsonio import dumps
@@ -71,7 +71,7 @@ class FunctionCalls:
             request = ChatRequest(chat, variant.table.model, "/chat/completions", extra_headers(variant, body))
             head = {"inference_id": ctx.outcome.inference_id, "episode_id": found.episode_id,
                     "variant_name": variant.name}
-            record = Record(found, variant, body, {"chat_completion": _params(chat)}, _tool_params(tools))
+            record = Record(found, variant, body, {"chat_completion": chat_params(chat)}, tool_params(tools))
             retries = getattr(variant.table, "retries", None)
             for attempt in range(1 + (retries.num_retries if retries is not None else 0)):
                 if attempt:
@@ -232,12 +232,3 @@ def served(found: Plan) -> list[Variant]:
         raise InvalidRequestError(f"variant type {kinds[0]!r} is not supported yet (function "
                                   f"{found.function.name!r}); use chat_completion variants", param="variant_name")
     return variants
-
-
-def _params(chat: dict) -> dict:
-    return {k: v for k, v in chat.items() if k not in ("messages", "tools", "tool_choice", "stream", "stream_options")}
-
-
-def _tool_params(tools: ToolSet) -> dict:
-    return {"tools_available": [t.openai()["function"] for t in tools.tools.values()], "tool_choice": tools.choice,
-            "parallel_tool_calls": tools.parallel}

@@ -19,7 +19,7 @@ from gateway.tensorzero.functions import Function, Tool, Variant
 from gateway.tensorzero.templates import ArgumentsError, Schema, TemplateError, Templates
 from providers.jsonpointer import PointerError, apply_edits
 
-__all__ = ["JSON_TOOL", "ToolSet", "chat_body", "tool_set"]
+__all__ = ["JSON_TOOL", "ToolSet", "chat_body", "chat_params", "tool_params", "tool_set"]
 
 #: The tool a json function's ``json_mode = "tool"`` makes the model call with its answer.
 JSON_TOOL = "respond"
@@ -307,3 +307,14 @@ def _request_edits(edits: Any, variant: Variant) -> list[dict[str, Any]]:
     model = getattr(variant.table, "model", None)
     return [e for e in edits if e.get("variant_name") in (None, variant.name)
             and e.get("model_name") in (None, model)]
+
+
+def chat_params(chat: dict) -> dict:
+    """The inference parameters a chat body carries (for the inference's ``inference_params``)."""
+    return {k: v for k, v in chat.items() if k not in ("messages", "tools", "tool_choice", "stream", "stream_options")}
+
+
+def tool_params(tools: ToolSet) -> dict:
+    """What tools an inference offered (for its ``tool_params``)."""
+    return {"tools_available": [t.openai()["function"] for t in tools.tools.values()], "tool_choice": tools.choice,
+            "parallel_tool_calls": tools.parallel}
