@@ -75,11 +75,16 @@ def _tool_calls(message: dict, out: list[Slot]) -> None:
 
 
 def _tensorzero_input(body: dict, out: list[Slot]) -> None:
-    """A ``/inference`` input: its system (a string, or a schema's object), and each message's
-    content: text, raw text, template arguments, tool calls and results."""
-    data = body.get("input")
-    if not isinstance(data, dict):
-        return
+    """A ``/inference`` input (or each input of a batch)."""
+    inputs = body.get("inputs")
+    for data in [body.get("input"), *(inputs if isinstance(inputs, list) else ())]:
+        if isinstance(data, dict):
+            _one_input(data, out)
+
+
+def _one_input(data: dict, out: list[Slot]) -> None:
+    """An input's system (a string, or a schema's object), and each message's content: text, raw
+    text, template arguments, tool calls and results."""
     if data.get("system") is not None:
         _strings_within(data, "system", out)
     messages = data.get("messages")

@@ -7,7 +7,7 @@ for one inference) answers the batch's state from its latest ``BatchRequest`` ro
 batch is polled, and finished here once the provider has completed it), completed (each inference as
 ``/inference`` answers it, read back from its rows), or failed.
 
-Like /feedback: not an inference route (no ``capability``); ClickHouse is required; rows are queued
+A POST passes the pipeline as one chat request of the batch's model (``target``); ClickHouse is required; rows are queued
 through the analytics writer and read back on clients of their own; a row just queued may not be
 readable yet, so reads wait for it (boundedly).
 """
@@ -41,7 +41,6 @@ from gateway.observe.tensorzero_tables import (
     JSON_INFERENCES,
 )
 from gateway.outcome import Usage
-from gateway.pipeline.resolve import read_json_body
 from gateway.resources.respond import json_response
 from gateway.routing import Router
 from gateway.tensorzero import batch_openai
@@ -125,14 +124,16 @@ def _upstream_failed(what: str, e: ProviderError) -> GatewayError:
 class BatchInference:
     path = "/batch_inference"
     error_format = "tensorzero"
-    # No ``capability``: not one inference (no model to resolve, limit or guard before the body is read).
+    #: A POST goes through the pipeline as one chat request of the batch's model: its inputs are
+    #: guarded, the request is counted against the model's limits and the key's quota.
+    capability = "chat"
+    required = ()
 
     def __init__(self, config: Config, observers: Observers, router: Router, catalog: Catalog,
                  functions: Mapping[str, Function], templates: Templates, http: UpstreamClient) -> None:
         self._catalog = catalog
         self._functions = functions
         self._templates = templates
-        self._max_body = config.gateway.max_body_bytes
         url, writer = clickhouse_url(config), observers.writer
         self._put = writer.put if writer is not None else None
         self._lookups = Lookups(url) if url is not None and writer is not None else None
@@ -156,9 +157,18 @@ class BatchInference:
 
     # --- POST ---------------------------------------------------------------------------------------
 
+    def target(self, ctx: Any, body: dict) -> tuple[str, bool]:
+        """The batch's model, for the stages: the batch is read (and refused) here, and its variant and
+        episodes pinned in the body, so the read after the guardrails (which may redact) is the same."""
+        self._require()
+        batch = read_batch(body, self._functions, self._catalog, self._templates)
+        body["variant_name"] = batch.variant.name
+        body["episode_ids"] = [item.episode_id for item in batch.items]
+        return batch.variant.table.model, True
+
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         self._require()
-        batch = read_batch(read_json_body(req, self._max_body), self._functions, self._catalog, self._templates)
+        batch = read_batch(req.context.body, self._functions, self._catalog, self._templates)
         ctx = req.context
         owner = {name: getattr(ctx, name) for name in _WHO if getattr(ctx, name, None) is not None}
         raw_request = raw_response = ""

@@ -13,7 +13,7 @@ import time
 import uuid
 
 import pytest
-from configs import dummy_provider, model_toml, openai_provider
+from configs import dummy_provider, guarded_model, local_profile, model_toml, openai_provider
 from upstream_batches import API_KEY, USAGE, BatchesUpstream, answer_text
 
 from .conftest import wait_rows
@@ -57,6 +57,12 @@ type = "chat"
 type = "chat_completion"
 model = "broken"
 
+[functions.guarded]
+type = "chat"
+[functions.guarded.variants.only]
+type = "chat_completion"
+model = "guarded-echo"
+
 [functions.greet]
 type = "chat"
 system_schema = "{greeting}"
@@ -92,6 +98,8 @@ def models(batches, tmp_path_factory) -> str:
             + model_toml("gpt-fail", {"openai": openai_provider("batch-fail", batches.url, api_key_location=key)})
             + model_toml("echo", {"d": dummy_provider("echo")})
             + model_toml("broken", {"d": dummy_provider("error")})
+            + guarded_model("guarded-echo", dummy_provider("echo"), "pii")
+            + local_profile("pii", ["input"], "redact", pii=["email"])
             + FUNCTIONS.format(answer=files / "answer.json", greeting=files / "greeting.json",
                                greeting_template=files / "greeting.minijinja"))
 
@@ -347,3 +355,11 @@ def test_without_clickhouse_it_is_a_503(gateway_factory, models):
     assert _refused(gw, 503, body={"function_name": "echo", "inputs": [_messages("x")]}) == expected
     assert _refused(gw, 503, f"/batch_inference/{uuid.uuid4()}", method="GET") == expected
 
+
+
+def test_the_inputs_of_a_batch_pass_the_models_guardrail(gw):
+    made = _post(gw, function_name="guarded", inputs=[_messages("mail jane.doe@example.com"), _messages("hi")])
+    done = _until_done(gw, made["batch_id"])
+    assert done["status"] == "completed", done
+    texts = [i["content"][0]["text"] for i in done["inferences"]]
+    assert "jane.doe@example.com" not in texts[0] and "[REDACTED_EMAIL]" in texts[0]
