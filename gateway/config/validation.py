@@ -54,7 +54,8 @@ def read_table(c: Checker, model: type[M], data: Any, path: str) -> M | None:
         for where, reason, kind in found:
             # NOTE: a value that is none of a union's members gets one error per member; a member's
             # "not a table / not a list" goes when another member's error says more.
-            if kind in _SHAPE_ERRORS and any(w.startswith(where) and k != kind for w, _, k in found):
+            if kind in _SHAPE_ERRORS and any((w == where or w.startswith((where + ".", where + "[")))
+                                             and k != kind for w, _, k in found):
                 continue
             if (where, reason) not in seen:
                 seen.add((where, reason))
