@@ -19,7 +19,7 @@ from gateway.errors import (
 )
 from providers.base import FilePart, Form
 
-__all__ = ["ResolveStage", "model_field", "read_json_body"]
+__all__ = ["ResolveStage", "model_field", "read_json_body", "resolve_model"]
 
 #: How much of an uploaded file is read at a time (the limit is checked after each read).
 _READ_CHUNK = 64 * 1024
@@ -68,6 +68,23 @@ def read_json_body(req: falcon.Request, limit: int) -> dict:
     return body
 
 
+def resolve_model(ctx: Any, catalog: Catalog, model: str) -> Any:
+    """The route for ``model``: by name, or, with auth, through the key's grant to its endpoint (a
+    function's variants too: a key reaches only the models it is granted)."""
+    grants = ctx.grants
+    if grants is None:
+        return catalog.resolve(model)
+    grant = grants.get(model)
+    if grant is None:
+        raise ModelNotFoundError(model)
+    route = catalog.resolve(grant.endpoint_id, shown=model)
+    if ctx.endpoint_id is None:
+        ctx.endpoint_id = grant.endpoint_id
+        ctx.model_id = grant.model_id
+        ctx.project_id = grant.project_id
+    return route
+
+
 def model_field(body: dict) -> str:
     """The body's ``model``, or the 400 its absence or type is."""
     model = body.get("model")
@@ -103,14 +120,11 @@ class ResolveStage:
         else:
             body = self._read_json(req)
         target = getattr(resource, "target", None)
-        if target is not None:
-            # NOTE: a resource whose body names its model another way (TensorZero's function_name).
-            model, direct = target(ctx, body)
-        else:
-            model, direct = model_field(body), False
+        # NOTE: a resource may name its model another way (TensorZero's function_name): ``target``.
+        model = target(ctx, body) if target is not None else model_field(body)
         # Resolved before the other checks, so a rejected request still counts against its model.
         ctx.model = model
-        route = ctx.route = self._catalog.resolve(model) if direct else self._resolve(ctx, model)
+        route = ctx.route = resolve_model(ctx, self._catalog, model)
         if capability not in route.config.endpoints:
             raise UnsupportedCapabilityError(model, capability)
         for field in resource.required:
@@ -118,20 +132,6 @@ class ResolveStage:
                 raise MissingParameterError(field)
         if ctx.form is None:
             ctx.body = body
-
-    def _resolve(self, ctx, model: str):
-        """The route for ``model``: by name, or, with auth, through the key's grant to its endpoint."""
-        grants = ctx.grants
-        if grants is None:
-            return self._catalog.resolve(model)
-        grant = grants.get(model)
-        if grant is None:
-            raise ModelNotFoundError(model)
-        route = self._catalog.resolve(grant.endpoint_id, shown=model)
-        ctx.endpoint_id = grant.endpoint_id
-        ctx.model_id = grant.model_id
-        ctx.project_id = grant.project_id
-        return route
 
     def _check_length(self, req: falcon.Request) -> None:
         _check_length(req, self._max)

@@ -41,6 +41,7 @@ from gateway.observe.tensorzero_tables import (
     JSON_INFERENCES,
 )
 from gateway.outcome import Usage
+from gateway.pipeline.resolve import resolve_model
 from gateway.resources.respond import json_response
 from gateway.routing import Router
 from gateway.tensorzero import batch_openai
@@ -157,19 +158,21 @@ class BatchInference:
 
     # --- POST ---------------------------------------------------------------------------------------
 
-    def target(self, ctx: Any, body: dict) -> tuple[str, bool]:
+    def target(self, ctx: Any, body: dict) -> str:
         """The batch's model, for the stages: the batch is read (and refused) here, and its variant and
         episodes pinned in the body, so the read after the guardrails (which may redact) is the same."""
         self._require()
-        batch = read_batch(body, self._functions, self._catalog, self._templates)
+        batch = read_batch(body, self._functions, self._catalog, self._templates,
+                           resolve=lambda model: resolve_model(ctx, self._catalog, model))
         body["variant_name"] = batch.variant.name
         body["episode_ids"] = [item.episode_id for item in batch.items]
-        return batch.variant.table.model, True
+        return batch.variant.table.model
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         self._require()
-        batch = read_batch(req.context.body, self._functions, self._catalog, self._templates)
         ctx = req.context
+        batch = read_batch(ctx.body, self._functions, self._catalog, self._templates,
+                           resolve=lambda model: resolve_model(ctx, self._catalog, model))
         owner = {name: getattr(ctx, name) for name in _WHO if getattr(ctx, name, None) is not None}
         raw_request = raw_response = ""
         if batch_openai.served(batch.candidate):
@@ -423,7 +426,7 @@ class BatchInference:
                 errors.append(failed(outcome, ProviderAnswerError(attempt.error)))
                 continue
             attempt.status_code = 200
-            outcome.set_usage(Usage.parse(result.body.get("usage")), candidate.pricing, result.body)
+            outcome.set_usage(Usage.parse(result.body.get("usage")), _batch_pricing(candidate), result.body)
             try:
                 answers.append(conclude(outcome, record, tools, schema, result.body))
             except Exception as e:  # an answer that cannot be read fails its inference, not the batch
@@ -456,3 +459,11 @@ def _finish(raw: Any, output: Any, json_function: bool) -> str | None:
             isinstance(b, dict) and b.get("type") == "tool_call" for b in output):
         return "tool_call"
     return "stop"
+
+
+def _batch_pricing(candidate: Candidate) -> Any:
+    """What a batch answer costs: the model's pricing, else the provider's ``batch_cost``, else its ``cost``."""
+    config = candidate.provider.config
+    if candidate.pricing is not None and candidate.pricing is not config.cost:
+        return candidate.pricing
+    return config.batch_cost or config.cost

@@ -35,11 +35,11 @@ class ChatCompletions:
         self._calls = calls
         self._present = OpenAIAnswers()
 
-    def target(self, ctx, body: dict) -> tuple[str, bool]:
+    def target(self, ctx, body: dict) -> str:
         model = model_field(body)
-        if self._calls is not None and model.startswith(FUNCTION_PREFIX) and self.capability == "chat":
+        if self._calls is not None and model.startswith(FUNCTION_PREFIX):
             return self._calls.plan(ctx, native_body(body))
-        return model, False
+        return model
 
     def _check(self, body: dict) -> None:
         if not isinstance(body["messages"], list):

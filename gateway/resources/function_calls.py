@@ -18,8 +18,9 @@ import falcon
 import gevent
 
 from gateway.catalog import Catalog
-from gateway.errors import GatewayError, InvalidRequestError
+from gateway.errors import ClientClosedError, GatewayError, InvalidRequestError
 from gateway.outcome import new_inference_id
+from gateway.pipeline.resolve import resolve_model
 from gateway.relay import EventStream, SSEStream
 from gateway.resources.respond import inference_headers, json_response
 from gateway.routing import Answer, Router, StreamAnswer
@@ -49,11 +50,10 @@ class FunctionCalls:
         self.functions = functions
         self._templates = templates
 
-    def plan(self, ctx: Any, body: Mapping[str, Any]) -> tuple[str, bool]:
-        """Plan the request (in the resolve stage): its first model, and whether it is named directly
-        (a function's models are the config's own: a key that may call the function may use them)."""
+    def plan(self, ctx: Any, body: Mapping[str, Any]) -> str:
+        """Plan the request (in the resolve stage): the model it runs first."""
         ctx.inference = found = plan(body, self.functions)
-        return served(found)[0].table.model, body.get("function_name") is not None
+        return served(found)[0].table.model
 
     def run(self, req: falcon.Request, resp: falcon.Response, body: Mapping[str, Any], present: Presenter) -> None:
         ctx = req.context
@@ -63,7 +63,11 @@ class FunctionCalls:
         ctx.outcome.tags.update(found.tags)
         failure: GatewayError | None = None
         for i, variant in enumerate(served(found)):
-            route = ctx.route if i == 0 else self._catalog.resolve(variant.table.model)
+            try:
+                route = ctx.route if i == 0 else resolve_model(ctx, self._catalog, variant.table.model)
+            except GatewayError as e:  # a fallback variant's model the key is not granted
+                failure = e
+                continue
             chat = chat_body(found.function, variant, body, tools, self._templates, found.output_schema)
             if stream:
                 chat["stream"] = True
@@ -81,6 +85,8 @@ class FunctionCalls:
                     self._send(req, resp, route, request, head, record, tools, present, variant)
                     ctx.outcome.inference = None if found.dryrun else record
                     return
+                except ClientClosedError:
+                    raise  # nobody is waiting for another variant's answer
                 except GatewayError as e:
                     failure = e
                     if 400 <= e.status < 500 and e.status != 429:

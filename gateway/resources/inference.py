@@ -26,7 +26,7 @@ class Inference:
         self._calls = calls
         self._present = NativeAnswers()
 
-    def target(self, ctx: Any, body: dict) -> tuple[str, bool]:
+    def target(self, ctx: Any, body: dict) -> str:
         return self._calls.plan(ctx, body)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:

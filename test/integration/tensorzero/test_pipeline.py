@@ -68,9 +68,12 @@ class TestGuardrails:
 @pytest.fixture(scope="module")
 def secured(module_gateway_factory):
     grant = f'\n[api_keys."{hash_key(KEY)}".echo]\nendpoint_id = "echo"\nmodel_id = "m"\nproject_id = "p"\n'
-    functions = '\n[functions.hello]\ntype = "chat"\n[functions.hello.variants.v]\ntype = "chat_completion"\n' \
-                'model = "echo"\n'
-    return module_gateway_factory(model_toml("echo", {"d": dummy_provider("echo")}) + grant + functions,
+    functions = ('\n[functions.hello]\ntype = "chat"\n[functions.hello.variants.v]\ntype = "chat_completion"\n'
+                 'model = "echo"\n'
+                 '\n[functions.elsewhere]\ntype = "chat"\n[functions.elsewhere.variants.v]\ntype = "chat_completion"\n'
+                 'model = "other"\n')
+    return module_gateway_factory(model_toml("echo", {"d": dummy_provider("echo")})
+                                  + model_toml("other", {"d": dummy_provider("echo")}) + grant + functions,
                                   settings={"authentication.enabled": True})
 
 
@@ -80,6 +83,12 @@ class TestAuthentication:
         assert secured.request("POST", "/inference", body).status == 401
         ok = secured.request("POST", "/inference", body, headers={"Authorization": f"Bearer {KEY}"})
         assert ok.status == 200, ok
+
+    def test_a_function_reaches_only_the_models_the_key_is_granted(self, secured):
+        auth = {"Authorization": f"Bearer {KEY}"}
+        resp = secured.request("POST", "/inference", {"function_name": "elsewhere", "input": _ask("hi")},
+                               headers=auth)
+        assert resp.status == 404
 
     def test_model_name_goes_through_the_keys_grants(self, secured):
         auth = {"Authorization": f"Bearer {KEY}"}
