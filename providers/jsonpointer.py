@@ -3,6 +3,7 @@ deleted; ``-`` as the last step appends to an array, and missing objects on the 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -41,7 +42,8 @@ def apply_edits(body: dict[str, Any], edits: Iterable[Mapping[str, Any]]) -> Non
             elif isinstance(node, list) and last.isdigit() and int(last) < len(node):
                 del node[int(last)]
             continue
-        value = edit.get("value")
+        # NOTE: a copy: a config's value must never become part of (and be edited in) one request's body.
+        value = copy.deepcopy(edit.get("value"))
         if isinstance(node, dict):
             node[last] = value
         elif isinstance(node, list) and last == "-":

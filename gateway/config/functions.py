@@ -7,13 +7,14 @@ functions (reading schema and template files, relative to the config file, and c
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveInt, model_validator
 
 from gateway.config.validation import StrictTable
 
-__all__ = ["FunctionTable", "MetricTable", "TENSORZERO_SECTIONS", "ToolTable", "VARIANT_TYPES"]
+__all__ = ["header_problem", "FunctionTable", "MetricTable", "TENSORZERO_SECTIONS", "ToolTable", "VARIANT_TYPES"]
 
 #: The top-level tables of TensorZero's that ``gateway.tensorzero.config`` reads.
 TENSORZERO_SECTIONS = frozenset({"functions", "tools", "metrics", "embedding_models", "provider_types",
@@ -78,7 +79,40 @@ class HeaderEdit(_Table):
     def _one(self) -> HeaderEdit:
         if (self.value is None) == (self.delete is not True):
             raise ValueError("needs a string value or delete = true")
+        problem = header_problem(self.name, self.value)
+        if problem:
+            raise ValueError(problem)
         return self
+
+
+#: A header name is an RFC 9110 token; the framing and routing headers are the client's own.
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_RESERVED_HEADERS = frozenset({"content-length", "transfer-encoding", "host", "connection", "upgrade", "te",
+                               "trailer", "keep-alive", "proxy-connection"})
+
+
+def header_problem(name: Any, value: Any) -> str | None:
+    """Why a header may not be sent (None: it may): a name that is no token, a framing header, a
+    value with a line break or a character HTTP/1.1 cannot carry."""
+    if not isinstance(name, str) or not _TOKEN.match(name):
+        return f"header name {name!r} is not a token"
+    if name.lower() in _RESERVED_HEADERS:
+        return f"header {name} is set by the gateway, not by extra_headers"
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return f"header {name}: the value must be a string"
+    if any(c in value for c in "\r\n\0") or not value.isascii() and not _latin1(value):
+        return f"header {name}: the value holds a line break or a character headers cannot carry"
+    return None
+
+
+def _latin1(value: str) -> bool:
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 #: ``extra_body`` / ``extra_headers``: TensorZero's list of edits, or our table of values.

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from pydantic import ConfigDict, model_validator
+from pydantic import ConfigDict, field_validator, model_validator
 
 from gateway.config.checker import Checker, key_path
-from gateway.config.functions import BodyEdit, HeaderEdit, Timeouts
+from gateway.config.functions import BodyEdit, HeaderEdit, Timeouts, header_problem
 from gateway.config.schema import CostEntry, PointerCost, ProviderConfig, TimeoutsConfig
 from gateway.config.validation import StrictTable, read_table
 from providers.credentials import parse_location
@@ -29,7 +29,7 @@ __all__ = ["NOT_YET_SUPPORTED", "ProviderTable", "provider", "timeouts"]
 #: TensorZero's provider types the gateway does not serve yet: refused with that reason, not as unknown.
 NOT_YET_SUPPORTED = ("aws_bedrock", "aws_sagemaker", "gcp_vertex_anthropic", "gcp_vertex_gemini")
 #: TensorZero's keys the gateway takes without acting on them.
-_ACCEPTED = frozenset({"batch_cost", "discard_unknown_chunks"})
+_ACCEPTED = frozenset({"discard_unknown_chunks"})
 
 
 class _Fallback(StrictTable):
@@ -55,6 +55,16 @@ class _Cost(StrictTable):
         return self
 
 
+class _BatchCost(_Cost):
+    """A ``batch_cost`` entry: one ``pointer`` (a batch answer is never a stream)."""
+
+    @model_validator(mode="after")
+    def _one_pointer(self) -> _BatchCost:
+        if self.pointer is None:
+            raise ValueError("needs pointer (batch_cost has no streaming form)")
+        return self
+
+
 class ProviderTable(StrictTable):
     """The keys every type takes; the others are the type's own, which its class checks."""
 
@@ -67,9 +77,18 @@ class ProviderTable(StrictTable):
     api_key_location: str | _Fallback | None = None
     timeouts: Timeouts = Timeouts()
     extra_headers: dict[str, str] | list[HeaderEdit] | None = None
+
+    @field_validator("extra_headers")
+    @classmethod
+    def _headers(cls, value: Any) -> Any:
+        for name, header in (value.items() if isinstance(value, dict) else ()):
+            problem = header_problem(name, header)
+            if problem:
+                raise ValueError(problem)
+        return value
     extra_body: dict[str, Any] | list[BodyEdit] | None = None
     cost: list[_Cost] | None = None
-    batch_cost: Any = None
+    batch_cost: list[_BatchCost] | None = None
     discard_unknown_chunks: Any = None
 
 
@@ -115,6 +134,7 @@ def provider(c: Checker, path: str, name: str, data: Any, registry: Mapping[str,
         body_edits=tuple(MappingProxyType(e.model_dump(include={"pointer", "value", "delete"}, exclude_unset=True))
                          for e in t.extra_body) if isinstance(t.extra_body, list) else (),
         cost=_cost(t.cost),
+        batch_cost=_cost(t.batch_cost),
     )
 
 

@@ -84,6 +84,8 @@ class ProviderConfig:
     body_edits: tuple[Mapping[str, Any], ...] = ()
     #: TensorZero's ``cost``: what an answer costs when its model has no ``pricing``.
     cost: PointerCost | None = None
+    #: TensorZero's ``batch_cost``: the same for an answer of a provider's batch API (else ``cost``).
+    batch_cost: PointerCost | None = None
 
 
 @dataclass(frozen=True, slots=True)

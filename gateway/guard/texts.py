@@ -31,6 +31,10 @@ def _text_or_parts(holder: Any, key: Any, out: list[Slot]) -> None:
             if isinstance(part.get("text"), str):
                 out.append((part, "text"))
             kind = part.get("type")
+            # TensorZero's parts on the OpenAI routes: raw text, a template's or a schema's arguments.
+            for key in ("value", "arguments", "tensorzero::arguments"):
+                if key in part and kind in ("tensorzero::raw_text", "tensorzero::template", "text"):
+                    _strings_within(part, key, out)
             if kind == "tool_result":
                 _text_or_parts(part, "content", out)
             elif kind == "tool_use":
@@ -95,7 +99,7 @@ def _one_input(data: dict, out: list[Slot]) -> None:
             continue
         for block in content if isinstance(content, list) else ():
             if isinstance(block, dict):
-                for key in ("text", "value", "arguments", "result"):
+                for key in ("text", "value", "arguments", "raw_arguments", "result", "data"):
                     if block.get(key) is not None:
                         _strings_within(block, key, out)
 
@@ -109,6 +113,12 @@ def request_slots(body: Any, capability: str, dialect: str | None = None) -> lis
     if not isinstance(body, dict):
         return out
     anthropic = dialect == "anthropic"
+    # NOTE: what a request's extra_body edits put into the body is text the upstream gets too.
+    for key in ("extra_body", "tensorzero::extra_body"):
+        edits = body.get(key)
+        for edit in edits if isinstance(edits, list) else ():
+            if isinstance(edit, dict) and "value" in edit:
+                _strings_within(edit, "value", out)
     if capability == "chat" and dialect == "tensorzero":
         _tensorzero_input(body, out)
     elif capability == "chat":

@@ -58,7 +58,8 @@ class RateLimitStage:
             checks.append(Check(plan.algorithm, plan.short, f"m={route.name}|{scope}", plan.limits, costs,
                                 plan.max_concurrent))
         if rules:
-            tags = ctx.body.get(_TAGS) if ctx.body else None
+            # NOTE: TensorZero's native routes carry tags as ``tags``; the OpenAI ones as ``tensorzero::tags``.
+            tags = ctx.body.get("tags" if ctx.error_format == "tensorzero" else _TAGS) if ctx.body else None
             checks += rule_checks(self._rules, tags if isinstance(tags, dict) else {}, ctx.api_key_id, tokens)
         if not checks:
             return

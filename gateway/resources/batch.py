@@ -42,6 +42,7 @@ from gateway.observe.tensorzero_tables import (
 )
 from gateway.outcome import Usage
 from gateway.pipeline.resolve import resolve_model
+from gateway.resources.function_calls import well_formed
 from gateway.resources.respond import json_response
 from gateway.routing import Router
 from gateway.tensorzero import batch_openai
@@ -162,8 +163,8 @@ class BatchInference:
         """The batch's model, for the stages: the batch is read (and refused) here, and its variant and
         episodes pinned in the body, so the read after the guardrails (which may redact) is the same."""
         self._require()
-        batch = read_batch(body, self._functions, self._catalog, self._templates,
-                           resolve=lambda model: resolve_model(ctx, self._catalog, model))
+        batch = well_formed(read_batch, body, self._functions, self._catalog, self._templates,
+                            lambda model: resolve_model(ctx, self._catalog, model))
         body["variant_name"] = batch.variant.name
         body["episode_ids"] = [item.episode_id for item in batch.items]
         return batch.variant.table.model
@@ -171,8 +172,8 @@ class BatchInference:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         self._require()
         ctx = req.context
-        batch = read_batch(ctx.body, self._functions, self._catalog, self._templates,
-                           resolve=lambda model: resolve_model(ctx, self._catalog, model))
+        batch = well_formed(read_batch, ctx.body, self._functions, self._catalog, self._templates,
+                            lambda model: resolve_model(ctx, self._catalog, model))
         owner = {name: getattr(ctx, name) for name in _WHO if getattr(ctx, name, None) is not None}
         raw_request = raw_response = ""
         if batch_openai.served(batch.candidate):
@@ -208,14 +209,18 @@ class BatchInference:
     # --- GET ----------------------------------------------------------------------------------------
 
     def on_get_batch(self, req: falcon.Request, resp: falcon.Response, batch_id: str) -> None:
-        json_response(resp, self._answer(_uuid(batch_id, "batch_id"), None))
+        json_response(resp, self._answer(req.context, _uuid(batch_id, "batch_id"), None))
 
     def on_get_inference(self, req: falcon.Request, resp: falcon.Response, batch_id: str, inference_id: str) -> None:
-        json_response(resp, self._answer(_uuid(batch_id, "batch_id"), _uuid(inference_id, "inference_id")))
+        json_response(resp, self._answer(req.context, _uuid(batch_id, "batch_id"), _uuid(inference_id, "inference_id")))
 
-    def _answer(self, batch_id: str, inference_id: str | None) -> dict[str, Any]:
+    def _answer(self, ctx: Any, batch_id: str, inference_id: str | None) -> dict[str, Any]:
         self._require()
         state = self._state(batch_id)
+        owner = state.params.get("owner") if isinstance(state.params.get("owner"), dict) else {}
+        if ctx.api_key_id is not None and owner.get("api_key_id") not in (None, ctx.api_key_id):
+            # NOTE: another key's batch is no batch to this one (not even that it exists).
+            raise NotFoundError(f"Batch not found: {batch_id}")
         if inference_id is not None:
             self._member(state, inference_id)
         if state.status == "pending":

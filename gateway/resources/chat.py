@@ -15,7 +15,7 @@ import falcon
 from gateway.errors import InvalidRequestError
 from gateway.pipeline.resolve import model_field
 from gateway.relay import SSEStream
-from gateway.resources.function_calls import FunctionCalls, OpenAIAnswers
+from gateway.resources.function_calls import FunctionCalls, OpenAIAnswers, well_formed
 from gateway.resources.respond import inference_headers, json_response
 from gateway.routing import Router
 from gateway.tensorzero.openai_compat import FUNCTION_PREFIX, consume_extensions, native_body
@@ -38,7 +38,7 @@ class ChatCompletions:
     def target(self, ctx, body: dict) -> str:
         model = model_field(body)
         if self._calls is not None and model.startswith(FUNCTION_PREFIX):
-            return self._calls.plan(ctx, native_body(body))
+            return self._calls.plan(ctx, well_formed(native_body, body))
         return model
 
     def _check(self, body: dict) -> None:
@@ -50,7 +50,7 @@ class ChatCompletions:
         self._check(ctx.body)
         if ctx.inference is not None:
             # NOTE: made again from the body as the stages left it (a guardrail may have redacted it).
-            native = native_body(ctx.body)
+            native = well_formed(native_body, ctx.body)
             native["episode_id"] = ctx.inference.episode_id
             self._calls.run(req, resp, native, self._present)
             return

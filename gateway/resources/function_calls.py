@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 import falcon
 import gevent
 
 from gateway.catalog import Catalog
+from gateway.config.functions import header_problem
 from gateway.errors import ClientClosedError, GatewayError, InvalidRequestError
 from gateway.outcome import new_inference_id
 from gateway.pipeline.resolve import resolve_model
@@ -29,10 +30,12 @@ from gateway.tensorzero.functions import Function, Variant
 from gateway.tensorzero.inference import Plan, Record, plan
 from gateway.tensorzero.native import JSON_TOOL, ToolSet, chat_body, chat_params, tool_params, tool_set
 from gateway.tensorzero.templates import Templates
-from providers.base import ChatRequest
+from providers.base import TRANSLATION_ERRORS, ChatRequest
 from providers.jsonio import dumps
 
-__all__ = ["FunctionCalls", "NativeAnswers", "OpenAIAnswers", "served"]
+__all__ = ["FunctionCalls", "NativeAnswers", "OpenAIAnswers", "served", "well_formed"]
+
+T = TypeVar("T")
 
 
 class Presenter(Protocol):
@@ -52,13 +55,13 @@ class FunctionCalls:
 
     def plan(self, ctx: Any, body: Mapping[str, Any]) -> str:
         """Plan the request (in the resolve stage): the model it runs first."""
-        ctx.inference = found = plan(body, self.functions)
+        ctx.inference = found = well_formed(plan, body, self.functions)
         return served(found)[0].table.model
 
     def run(self, req: falcon.Request, resp: falcon.Response, body: Mapping[str, Any], present: Presenter) -> None:
         ctx = req.context
         found: Plan = ctx.inference
-        tools = tool_set(found.function, body)
+        tools = well_formed(tool_set, found.function, body)
         stream = body.get("stream") is True
         ctx.outcome.tags.update(found.tags)
         failure: GatewayError | None = None
@@ -68,7 +71,7 @@ class FunctionCalls:
             except GatewayError as e:  # a fallback variant's model the key is not granted
                 failure = e
                 continue
-            chat = chat_body(found.function, variant, body, tools, self._templates, found.output_schema)
+            chat = well_formed(chat_body, found.function, variant, body, tools, self._templates, found.output_schema)
             if stream:
                 chat["stream"] = True
                 chat["stream_options"] = {"include_usage": True}
@@ -151,8 +154,12 @@ def extra_headers(variant: Variant, body: Mapping[str, Any]) -> dict[str, str | 
                                       param="extra_headers")
         model = getattr(variant.table, "model", None)
         for e in asked:
+            problem = header_problem(e["name"], None if e.get("delete") else e.get("value"))
+            if problem or not e.get("delete") and not isinstance(e.get("value"), str):
+                raise InvalidRequestError(f"extra_headers: {problem or 'each needs a string value or delete'}",
+                                          param="extra_headers")
             if e.get("variant_name") in (None, variant.name) and e.get("model_name") in (None, model):
-                out[e["name"]] = None if e.get("delete") else str(e.get("value", ""))
+                out[e["name"]] = None if e.get("delete") else e["value"]
     return out or None
 
 
@@ -228,6 +235,15 @@ def _raw(answer_body: dict, body: Mapping[str, Any], got: Answer, attempt: Any) 
         answer_body["usage"]["raw_usage"] = [{**entry, "data": got.result.body.get("usage")}]
     if body.get("include_original_response"):
         answer_body["original_response"] = data
+
+
+def well_formed(read: Callable[..., T], *args: Any) -> T:
+    """``read(*args)``, a request's body read; a body of some unexpected shape (a number where a
+    block should be) is the client's 400, not the gateway's 500."""
+    try:
+        return read(*args)
+    except TRANSLATION_ERRORS as e:
+        raise InvalidRequestError(f"the request is not well formed ({type(e).__name__}: {e})") from None
 
 
 def served(found: Plan) -> list[Variant]:

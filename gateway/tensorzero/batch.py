@@ -168,10 +168,8 @@ def read_batch(body: Mapping[str, Any], functions: Mapping[str, Function], catal
     for flag, what in (("stream", "streaming"), ("dryrun", "a dry run")):
         if body.get(flag):
             raise _bad(f"batch inference does not support {what} ('{flag}')", flag)
-    credentials = body.get("credentials")
-    if credentials is not None and (not isinstance(credentials, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in credentials.items())):
-        raise _bad("'credentials' must be an object of strings", "credentials")
+    if body.get("credentials"):
+        raise _bad("'credentials' is not supported: providers use the gateway's own keys", "credentials")
     n = len(inputs)
     columns = {name: _column(body, name, n) for name in _LISTS}
     params = _params(body.get("params"), n)
@@ -306,13 +304,16 @@ class Runner:
     each batch's last ``BatchRequest`` row."""
 
     def __init__(self, router: Router, put: Callable[[str, dict], None], hooks: list[Callable[[Outcome], None]],
-                 ended: Callable[[str, dict], None], *, per_batch: int = 8, total: int = 64) -> None:
+                 ended: Callable[[str, dict], None], *, per_batch: int = 8, total: int = 64,
+                 batches: int = 32) -> None:
         self._router = router
         self._put = put
         self._hooks = hooks
         self._ended = ended
         self._per_batch = per_batch
         self._slots = gevent.lock.BoundedSemaphore(total)
+        #: The most batches a worker runs at once (each holds its rendered inputs in memory).
+        self._batches = batches
         self._running: dict[str, _Running] = {}
         self._closing = False
 
@@ -323,6 +324,8 @@ class Runner:
     def start(self, batch: Batch, params: dict[str, Any], who: Any) -> None:
         if self._closing:
             raise GatewayError("The gateway is stopping: the batch was not started", status=503)
+        if len(self._running) >= self._batches:
+            raise GatewayError(f"This gateway runs {self._batches} batches at most at once; retry later", status=503)
         running = self._running[batch.head.batch_id] = _Running(batch, params, gevent.pool.Pool(self._per_batch))
         running.greenlet = gevent.spawn(self._run, running, who)
 

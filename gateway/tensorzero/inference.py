@@ -114,6 +114,10 @@ def plan(body: Mapping[str, Any], functions: Mapping[str, Function]) -> Plan:
     cache = body.get("cache_options")
     if cache is not None and (not isinstance(cache, dict) or cache.get("enabled", "write_only") not in _CACHE_MODES):
         raise _bad(f"'cache_options.enabled' must be one of {', '.join(_CACHE_MODES)}", "cache_options")
+    if body.get("credentials"):
+        # NOTE: refused rather than ignored: the caller would believe its own key was used (and it
+        # would land in the analytics rows with the body).
+        raise _bad("'credentials' is not supported: providers use the gateway's own keys", "credentials")
     if body.get("stream") is not None and not isinstance(body["stream"], bool):
         raise _bad("'stream' must be a boolean", "stream")
     return Plan(function, variants, episode_id, pinned is not None, schema, tags, dryrun)

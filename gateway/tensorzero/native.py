@@ -291,7 +291,7 @@ def _edits(config: Any) -> list[dict[str, Any]]:
         return []
     if isinstance(config, dict):
         return [{"pointer": "/" + key.replace("~", "~0").replace("/", "~1"), "value": value}
-                for key, value in config.items()]
+                for key, value in config.items()]  # apply_edits copies each value in
     return [edit.model_dump(exclude_none=True) for edit in config]
 
 

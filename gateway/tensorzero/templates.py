@@ -8,6 +8,7 @@ none set, a template can reach no file at all.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +35,8 @@ class Schema:
     def __init__(self, document: Any) -> None:
         if not isinstance(document, dict):
             raise ValueError("a JSON Schema must be an object")
+        if not isinstance(document.get("$schema", ""), str):
+            raise ValueError("not a valid JSON Schema: $schema must be a string")
         cls = jsonschema.validators.validator_for(document)
         try:
             cls.check_schema(document)
@@ -43,20 +46,26 @@ class Schema:
         self._validator = cls(document)
 
     def check(self, value: Any) -> None:
-        error = jsonschema.exceptions.best_match(self._validator.iter_errors(value))
+        try:
+            error = jsonschema.exceptions.best_match(self._validator.iter_errors(value))
+        except Exception as e:  # noqa: BLE001 - a schema that checks but cannot run ($ref to nowhere)
+            raise ArgumentsError(f"the schema cannot be applied ({type(e).__name__})") from None
         if error is not None:
             where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
             raise ArgumentsError(f"{where.lstrip('.') or 'the value'}: {error.message}")
 
     def valid(self, value: Any) -> bool:
-        return self._validator.is_valid(value)
+        try:
+            return self._validator.is_valid(value)
+        except Exception:  # noqa: BLE001 - a schema that cannot run validates nothing
+            return False
 
 
 class Templates:
     """One environment for every template of a config (so the file access rule holds for all)."""
 
     def __init__(self, base_path: str | None = None) -> None:
-        loader = jinja2.FileSystemLoader(base_path) if base_path else None
+        loader = _Within(base_path) if base_path else jinja2.DictLoader({})
         # NOTE: MiniJinja renders an undefined variable as nothing, as Jinja2's default does.
         self._env = ImmutableSandboxedEnvironment(loader=loader, autoescape=False, keep_trailing_newline=False)
 
@@ -69,6 +78,23 @@ class Templates:
     @staticmethod
     def render(template: jinja2.Template, arguments: Mapping[str, Any]) -> str:
         try:
-            return template.render(**arguments)
+            return template.render(arguments)
         except jinja2.TemplateError as e:
             raise TemplateError(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - a template's own failure ("a" + 1) is the request's
+            raise TemplateError(f"{type(e).__name__}: {e}") from None
+
+
+class _Within(jinja2.FileSystemLoader):
+    """Files under ``base_path`` only, symbolic links resolved (a link may not lead out of it)."""
+
+    def __init__(self, base_path: str) -> None:
+        super().__init__(base_path)
+        self._root = os.path.realpath(base_path)
+
+    def get_source(self, environment: jinja2.Environment, template: str):
+        source, filename, uptodate = super().get_source(environment, template)
+        real = os.path.realpath(filename)
+        if os.path.commonpath([real, self._root]) != self._root:
+            raise jinja2.TemplateNotFound(template)
+        return source, filename, uptodate

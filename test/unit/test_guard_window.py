@@ -212,3 +212,16 @@ def test_a_long_email_is_never_cut_at_a_window_edge():
     pieces = [text[i:i + 7] for i in range(0, len(text), 7)]
     out, _ = stream(pieces)
     assert local[:10] not in out and out == "x" * 20 + " write to [REDACTED_EMAIL]" + tail
+
+
+def test_tensorzero_texts_on_every_route():
+    openai_route = {"messages": [{"role": "user", "content": [
+        {"type": "tensorzero::raw_text", "value": "raw a@b.co"},
+        {"type": "tensorzero::template", "name": "t", "arguments": {"who": "c@d.co"}},
+        {"type": "text", "tensorzero::arguments": {"x": "e@f.co"}}]}],
+        "tensorzero::extra_body": [{"pointer": "/messages/-", "value": {"role": "user", "content": "g@h.co"}}]}
+    assert texts(request_slots(openai_route, "chat")) == ["user", "g@h.co", "raw a@b.co", "c@d.co", "e@f.co"]
+    native = {"input": {"messages": [{"role": "assistant", "content": [
+        {"type": "tool_call", "id": "1", "name": "f", "raw_arguments": '{"a": "x@y.co"}'},
+        {"type": "unknown", "data": {"type": "note", "text": "z@w.co"}}]}]}}
+    assert texts(request_slots(native, "chat", "tensorzero")) == ['{"a": "x@y.co"}', "note", "z@w.co"]

@@ -133,9 +133,19 @@ def test_provider_refusals(table, error):
 
 
 def test_provider_keys_taken_but_unused_are_listed():
-    _, config = _provider('type = "openai"\nmodel_name = "m"\napi_type = "responses"\nbatch_cost = []\n'
+    _, config = _provider('type = "openai"\nmodel_name = "m"\napi_type = "responses"\n'
                           'discard_unknown_chunks = true\n'
                           'api_key_location = { default = "env::A", fallback = "env::B" }\n')
-    assert set(config.unimplemented) == {"models.x.providers.p.batch_cost", "models.x.providers.p.discard_unknown_chunks",
+    assert set(config.unimplemented) == {"models.x.providers.p.discard_unknown_chunks",
                                          "models.x.providers.p.api_type",
                                          "models.x.providers.p.api_key_location.fallback"}
+
+
+def test_batch_cost_prices_batch_answers_and_has_one_pointer():
+    p, _ = _provider('type = "openai"\nmodel_name = "m"\n'
+                     'batch_cost = [{ pointer = "/usage/prompt_tokens", cost_per_million = 1.25 }]\n')
+    assert p.batch_cost.cost_of(None, {"usage": {"prompt_tokens": 1000}}) == pytest.approx(0.00125)
+    with pytest.raises(ConfigError) as e:
+        _provider('type = "openai"\nmodel_name = "m"\nbatch_cost = [{ pointer_nonstreaming = "/a", '
+                  'pointer_streaming = "/a", cost_per_unit = 1 }]\n')
+    assert any("batch_cost[0]: needs pointer" in line for line in e.value.errors), e.value.errors

@@ -261,3 +261,39 @@ class TestModelName:
     def test_dryrun_still_answers(self, gw):
         resp = infer(gw, model_name="gpt", input={"messages": [{"role": "user", "content": "hi"}]}, dryrun=True)
         assert resp.status == 200 and resp.json()["content"][0]["text"] == CONTENT
+
+
+#: Bodies of odd shapes: each is the client's 400 (TensorZero's error shape), never a 500.
+ODD_BODIES = [
+    {"function_name": "weather", "input": {"messages": [{"role": "user", "content": [5]}]}},
+    {"function_name": "weather", "input": {"messages": [{"role": "user", "content": [{"type": "unknown",
+                                                                                      "data": {"type": "text"}}]}]}},
+    {"function_name": "weather", "input": {"messages": []}, "tool_choice": {"specific": [1]}},
+    {"function_name": "weather", "input": {"messages": [{"role": "user", "content": [
+        {"type": "file", "file_type": "url", "url": "http://x/y.png", "mime_type": 5}]}]}},
+    {"function_name": "extract", "input": {"messages": []}, "output_schema": {"$schema": []}},
+    {"function_name": "weather", "input": {"messages": []}, "extra_headers": [{"name": "X", "value": "a\r\nB: c"}]},
+    {"function_name": "weather", "input": {"messages": []}, "extra_headers": [{"name": "Content-Length", "value": "1"}]},
+    {"function_name": "fun_fact", "input": {"messages": [{"role": "user", "content": [
+        {"type": "template", "name": "fun_fact_topic", "arguments": {"topic": "x", "self": 1}}]}]}},
+]
+ODD_CHAT_BODIES = [
+    {"model": "tensorzero::function_name::weather", "messages": [{"role": "assistant", "tool_calls": [1]}]},
+    {"model": "tensorzero::function_name::weather", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": "http://x"}]}]},
+    {"model": "tensorzero::function_name::weather", "messages": [], "tools": [{"function": "x"}]},
+    {"model": "tensorzero::function_name::weather", "messages": [{"role": "system", "content": [{"text": 5}]}]},
+]
+
+
+@pytest.mark.parametrize("body", ODD_BODIES)
+def test_odd_inference_bodies_are_400s(gw, body):
+    resp = gw.request("POST", "/inference", body)
+    assert resp.status == 400, resp
+    assert isinstance(resp.json()["error"], str)
+
+
+@pytest.mark.parametrize("body", ODD_CHAT_BODIES)
+def test_odd_function_chat_bodies_are_400s(gw, body):
+    resp = gw.request("POST", "/openai/v1/chat/completions", body)
+    assert resp.status == 400, resp
