@@ -29,7 +29,7 @@ from providers.base import (
 )
 from providers.http import UpstreamClient, UpstreamStream
 from providers.jsonio import dumps, loads
-from providers.jsonpointer import apply_edits
+from providers.jsonpointer import apply_edits, apply_request_edits
 from providers.sse import SSEDecoder
 
 if TYPE_CHECKING:
@@ -132,6 +132,8 @@ class AnthropicProvider(Provider):
             body.update(self._extra_body)
         if self._edits:
             apply_edits(body, self._edits)
+        if request.edits:
+            apply_request_edits(body, request.edits)
         return request_json(body)
 
     def chat(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChatResult:

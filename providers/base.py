@@ -180,15 +180,18 @@ class ChatRequest:
     legacy text completions, which OpenAI-wire providers serve and stream the same way.
     """
 
-    __slots__ = ("body", "model", "stream", "include_usage", "path", "headers")
+    __slots__ = ("body", "model", "stream", "include_usage", "path", "headers", "edits")
 
     def __init__(self, body: dict[str, Any], model: str, path: str = "/chat/completions",
-                 headers: Mapping[str, str | None] | None = None) -> None:
+                 headers: Mapping[str, str | None] | None = None, edits: tuple = ()) -> None:
         self.body = body
         self.model = model
         self.path = path
         #: Headers this request adds to the provider's (TensorZero's ``extra_headers``; None deletes one).
         self.headers = headers
+        #: TensorZero's ``extra_body`` edits of this request: applied after the provider's own (a
+        #: request's edits win over the config's), on the body as the provider will send it.
+        self.edits = edits
         self.stream = body.get("stream") is True
         options = body.get("stream_options")
         self.include_usage = bool(self.stream and isinstance(options, dict) and options.get("include_usage"))

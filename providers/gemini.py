@@ -33,7 +33,7 @@ from providers.base import (
 )
 from providers.http import UpstreamClient, UpstreamStream
 from providers.jsonio import dumps, loads
-from providers.jsonpointer import apply_edits
+from providers.jsonpointer import apply_edits, apply_request_edits
 from providers.sse import SSEDecoder
 
 __all__ = ["DEFAULT_API_BASE", "GeminiProvider", "gemini_error", "stream_gemini", "to_chat_completion",
@@ -98,6 +98,8 @@ class GeminiProvider(Provider):
             body[key] = value
         if self._edits:
             apply_edits(body, self._edits)
+        if request.edits:
+            apply_request_edits(body, request.edits)
         return request_json(body)
 
     def chat(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChatResult:

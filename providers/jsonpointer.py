@@ -7,7 +7,7 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["PointerError", "apply_edits"]
+__all__ = ["PointerError", "apply_edits", "apply_request_edits", "pointed"]
 
 
 class PointerError(ValueError):
@@ -20,6 +20,23 @@ def _steps(pointer: str) -> list[str]:
     if not pointer.startswith("/"):
         raise PointerError(f"pointer {pointer!r} must start with '/'")
     return [step.replace("~1", "/").replace("~0", "~") for step in pointer[1:].split("/")]
+
+
+def pointed(document: Any, pointer: str) -> Any:
+    """What ``pointer`` points at in ``document``; None where nothing is."""
+    try:
+        steps = _steps(pointer)
+    except PointerError:
+        return None
+    node = document
+    for step in steps:
+        if isinstance(node, dict):
+            node = node.get(step)
+        elif isinstance(node, list) and step.isdigit() and int(step) < len(node):
+            node = node[int(step)]
+        else:
+            return None
+    return node
 
 
 def apply_edits(body: dict[str, Any], edits: Iterable[Mapping[str, Any]]) -> None:
@@ -52,3 +69,13 @@ def apply_edits(body: dict[str, Any], edits: Iterable[Mapping[str, Any]]) -> Non
             node[int(last):int(last) + 1] = [value]
         else:
             raise PointerError(f"pointer {pointer!r}: cannot set {last!r} there")
+
+
+def apply_request_edits(body: dict[str, Any], edits: Iterable[Mapping[str, Any]]) -> None:
+    """A request's own edits: one that cannot apply to this provider's body is the client's 400."""
+    from providers.base import ProviderHTTPError
+
+    try:
+        apply_edits(body, edits)
+    except PointerError as e:
+        raise ProviderHTTPError(400, f"extra_body: {e}", type_="invalid_request_error", param="extra_body") from None

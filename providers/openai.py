@@ -25,7 +25,7 @@ from providers.base import (
 )
 from providers.http import UpstreamClient, UpstreamStream
 from providers.jsonio import loads
-from providers.jsonpointer import apply_edits
+from providers.jsonpointer import apply_edits, apply_request_edits
 from providers.multipart import encode_form
 from providers.sse import SSEDecoder
 
@@ -164,7 +164,7 @@ class OpenAIProvider(Provider):
             headers["Content-Type"] = content_type
         return headers
 
-    def _json_body(self, body: dict[str, Any], *, stream_usage: bool = False) -> bytes:
+    def _json_body(self, body: dict[str, Any], *, stream_usage: bool = False, edits: tuple = ()) -> bytes:
         body = dict(body)
         body["model"] = self.config.model_name
         if stream_usage:
@@ -176,17 +176,19 @@ class OpenAIProvider(Provider):
             body.update(self._extra_body)
         if self._edits:
             apply_edits(body, self._edits)
+        if edits:
+            apply_request_edits(body, edits)
         return request_json(body)
 
     def chat(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChatResult:
         url = self._urls[request.path]
-        status, raw = http.post(url, self._json_body(request.body), with_headers(self._request_headers(), request.headers),
+        status, raw = http.post(url, self._json_body(request.body, edits=request.edits), with_headers(self._request_headers(), request.headers),
                                 attempt)
         return ChatResult(parse_json_answer(status, raw))
 
     def chat_stream(self, http: UpstreamClient, request: ChatRequest, attempt: Attempt) -> ChunkStream:
         url = self._urls[request.path]
-        body = self._json_body(request.body, stream_usage=True)
+        body = self._json_body(request.body, stream_usage=True, edits=request.edits)
         upstream = http.post_stream(url, body, with_headers(self._request_headers(), request.headers), attempt)
         return stream_openai(upstream)
 

@@ -14,7 +14,7 @@ from pydantic import ConfigDict, Field, NonNegativeFloat, NonNegativeInt, Positi
 
 from gateway.config.validation import StrictTable
 
-__all__ = ["header_problem", "FunctionTable", "MetricTable", "TENSORZERO_SECTIONS", "ToolTable", "VARIANT_TYPES"]
+__all__ = ["header_problem", "FunctionTable", "MetricTable", "TENSORZERO_SECTIONS", "ToolTable"]
 
 #: The top-level tables of TensorZero's that ``gateway.tensorzero.config`` reads.
 TENSORZERO_SECTIONS = frozenset({"functions", "tools", "metrics", "embedding_models", "provider_types",
@@ -194,12 +194,6 @@ class ChainOfThoughtVariant(ChatCompletionVariant):
 
 Variant = Annotated[ChatCompletionVariant | BestOfNVariant | MixtureOfNVariant | DiclVariant | ChainOfThoughtVariant,
                     Field(discriminator="type")]
-#: Every variant type TensorZero takes (only chat_completion is served; the others answer 400).
-VARIANT_TYPES = ("chat_completion", "experimental_best_of_n", "experimental_best_of_n_sampling",
-                 "experimental_mixture_of_n", "experimental_dynamic_in_context_learning",
-                 "experimental_chain_of_thought")
-
-
 class StaticExperimentation(_Table):
     type: Literal["static", "static_weights", "uniform"] = "static"
     candidate_variants: list[str] | dict[str, NonNegativeFloat] | None = None

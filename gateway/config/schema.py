@@ -8,6 +8,7 @@ from types import MappingProxyType
 from typing import Any
 
 from providers.http import DEFAULT_CLIENT
+from providers.jsonpointer import pointed
 
 __all__ = [
     "ALGORITHMS",
@@ -137,26 +138,13 @@ class PointerCost:
             return None
         total = 0.0
         for entry in self.entries:
-            value = _pointed(raw, entry.pointer_streaming if streaming else entry.pointer)
+            value = pointed(raw, entry.pointer_streaming if streaming else entry.pointer)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 if entry.required:
                     return None
                 continue
             total += value * entry.rate
         return total
-
-
-def _pointed(document: Any, pointer: str) -> Any:
-    node = document
-    for step in pointer[1:].split("/") if pointer.startswith("/") else ():
-        step = step.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict):
-            node = node.get(step)
-        elif isinstance(node, list) and step.isdigit() and int(step) < len(node):
-            node = node[int(step)]
-        else:
-            return None
-    return node
 
 
 #: The rate-limit algorithms a model may use.

@@ -28,7 +28,15 @@ from gateway.routing import Answer, Router, StreamAnswer
 from gateway.tensorzero.answers import ChunksToTensorZero, answer, error_event
 from gateway.tensorzero.functions import Function, Variant
 from gateway.tensorzero.inference import Plan, Record, plan
-from gateway.tensorzero.native import JSON_TOOL, ToolSet, chat_body, chat_params, tool_params, tool_set
+from gateway.tensorzero.native import (
+    JSON_TOOL,
+    ToolSet,
+    chat_body,
+    chat_params,
+    request_edits,
+    tool_params,
+    tool_set,
+)
 from gateway.tensorzero.templates import Templates
 from providers.base import TRANSLATION_ERRORS, ChatRequest
 from providers.jsonio import dumps
@@ -75,7 +83,8 @@ class FunctionCalls:
             if stream:
                 chat["stream"] = True
                 chat["stream_options"] = {"include_usage": True}
-            request = ChatRequest(chat, variant.table.model, "/chat/completions", extra_headers(variant, body))
+            edits = well_formed(request_edits, body.get("extra_body"), variant)
+            request = ChatRequest(chat, variant.table.model, "/chat/completions", extra_headers(variant, body), edits)
             head = {"inference_id": ctx.outcome.inference_id, "episode_id": found.episode_id,
                     "variant_name": variant.name}
             record = Record(found, variant, body, {"chat_completion": chat_params(chat)}, tool_params(tools))

@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.outcome import Usage
 from gateway.sse import DONE, frame
+from gateway.sse import error_event as sse_error_event
 from gateway.tensorzero.native import JSON_TOOL, ToolSet
 from gateway.tensorzero.templates import Schema
 from providers.jsonio import dumps
@@ -105,8 +106,9 @@ def answer(chat: Mapping[str, Any], function_type: str, tools: ToolSet, output_s
 
 
 def error_event(message: str, status: int) -> bytes:
-    """The event that ends a ``/inference`` stream which failed after its first chunk."""
-    return frame(dumps({"error": message}))
+    """The event that ends a ``/inference`` stream which failed after its first chunk (TensorZero's
+    error shape; ``status`` is the relay's, not part of it)."""
+    return sse_error_event({"error": message})
 
 
 class ChunksToTensorZero:

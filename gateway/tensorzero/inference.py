@@ -41,14 +41,13 @@ class NotFoundError(GatewayError):
 class Plan:
     """What one ``/inference`` request runs: the function, the variants in the order to try, the episode."""
 
-    __slots__ = ("function", "variants", "episode_id", "pinned", "output_schema", "tags", "dryrun")
+    __slots__ = ("function", "variants", "episode_id", "output_schema", "tags", "dryrun")
 
-    def __init__(self, function: Function, variants: list[Variant], episode_id: str, pinned: bool,
+    def __init__(self, function: Function, variants: list[Variant], episode_id: str,
                  output_schema: Schema | None, tags: dict[str, str], dryrun: bool) -> None:
         self.function = function
         self.variants = variants
         self.episode_id = episode_id
-        self.pinned = pinned
         self.output_schema = output_schema
         self.tags = tags
         self.dryrun = dryrun
@@ -120,7 +119,7 @@ def plan(body: Mapping[str, Any], functions: Mapping[str, Function]) -> Plan:
         raise _bad("'credentials' is not supported: providers use the gateway's own keys", "credentials")
     if body.get("stream") is not None and not isinstance(body["stream"], bool):
         raise _bad("'stream' must be a boolean", "stream")
-    return Plan(function, variants, episode_id, pinned is not None, schema, tags, dryrun)
+    return Plan(function, variants, episode_id, schema, tags, dryrun)
 
 
 class Record:

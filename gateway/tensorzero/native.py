@@ -19,7 +19,7 @@ from gateway.tensorzero.functions import Function, Tool, Variant
 from gateway.tensorzero.templates import ArgumentsError, Schema, TemplateError, Templates
 from providers.jsonpointer import PointerError, apply_edits
 
-__all__ = ["JSON_TOOL", "ToolSet", "chat_body", "chat_params", "tool_params", "tool_set"]
+__all__ = ["JSON_TOOL", "ToolSet", "chat_body", "chat_params", "request_edits", "tool_params", "tool_set"]
 
 #: The tool a json function's ``json_mode = "tool"`` makes the model call with its answer.
 JSON_TOOL = "respond"
@@ -258,7 +258,7 @@ def chat_body(function: Function, variant: Variant, body: Mapping[str, Any], too
             if isinstance(choice, dict) else choice
         if tools.parallel is not None:
             out["parallel_tool_calls"] = tools.parallel
-    edits = [*_edits(getattr(table, "extra_body", None)), *_request_edits(body.get("extra_body"), variant)]
+    edits = _edits(getattr(table, "extra_body", None))
     if edits:
         try:
             apply_edits(out, edits)
@@ -295,18 +295,17 @@ def _edits(config: Any) -> list[dict[str, Any]]:
     return [edit.model_dump(exclude_none=True) for edit in config]
 
 
-def _request_edits(edits: Any, variant: Variant) -> list[dict[str, Any]]:
-    """The request's ``extra_body`` edits that apply to ``variant`` (those scoped to a model or a
-    provider are applied by the model's own edits, not here: they are kept for every variant of
-    that model)."""
+def request_edits(edits: Any, variant: Variant) -> tuple[dict[str, Any], ...]:
+    """The request's ``extra_body`` edits that apply to ``variant`` and its model (the provider
+    applies them last, so they win over the config's)."""
     if edits is None:
         return []
     if not isinstance(edits, list) or not all(isinstance(e, dict) and isinstance(e.get("pointer"), str)
                                               for e in edits):
         raise _bad("'extra_body' must be an array of {pointer, value | delete}", "extra_body")
     model = getattr(variant.table, "model", None)
-    return [e for e in edits if e.get("variant_name") in (None, variant.name)
-            and e.get("model_name") in (None, model)]
+    return tuple(e for e in edits if e.get("variant_name") in (None, variant.name)
+                 and e.get("model_name") in (None, model))
 
 
 def chat_params(chat: dict) -> dict:

@@ -247,6 +247,13 @@ class TestModelName:
         chunks = [json.loads(d) for d in infer(gw, model_name="priced", input=ask, stream=True).sse_data()[:-1]]
         assert chunks[-1]["usage"]["cost"] == pytest.approx(7 * 2.5e-6 + 3 * 10e-6)
 
+    def test_a_requests_extra_body_wins_over_the_providers(self, gw, upstream):
+        resp = infer(gw, model_name="priced", input={"messages": [{"role": "user", "content": "hi"}]},
+                     extra_body=[{"pointer": "/metadata/source", "value": "request"},
+                                 {"variant_name": "elsewhere", "pointer": "/metadata/other", "value": 1}])
+        assert resp.status == 200, resp
+        assert upstream.requests[0].body["metadata"] == {"source": "request"}
+
     def test_raw_response_and_usage_on_request(self, gw):
         resp = infer(gw, model_name="gpt", input={"messages": [{"role": "user", "content": "hi"}]},
                      include_raw_response=True, include_raw_usage=True, include_original_response=True)
