@@ -91,9 +91,13 @@ def load_config_text(text: str, source: str, registry: Mapping[str, Any]) -> Con
     for name, function in tensorzero.functions.items():
         for variant in function.variants.values():
             model = getattr(variant.table, "model", None)
-            if model is not None and model not in models and "::" not in model:
-                c.fail(f"functions.{key_path(name)}.variants.{key_path(variant.name)}.model",
-                       f'model "{model}" is not defined under models (nor a provider_type::model shorthand)')
+            where = f"functions.{key_path(name)}.variants.{key_path(variant.name)}.model"
+            if model is None or model in models:
+                continue
+            if "::" not in model:
+                c.fail(where, f'model "{model}" is not defined under models (nor a provider_type::model shorthand)')
+            elif model.split("::", 1)[0] not in registry:
+                c.fail(where, f'shorthand "{model}": unknown provider type "{model.split("::", 1)[0]}"')
     if c.errors:
         raise ConfigError(source, c.errors)
     return Config(gateway=gateway, models=MappingProxyType(models), api_keys=api_keys, source=source,

@@ -42,6 +42,8 @@ def test_a_function_with_files_relative_to_the_config(tmp_path):
      'functions.f.variants.v: unknown type "sampler"'),
     ('[functions.f]\ntype = "chat"\n[functions.f.variants.v]\ntype = "chat_completion"\nmodel = "gone"\n',
      'functions.f.variants.v.model: model "gone" is not defined under models'),
+    ('[functions.f]\ntype = "chat"\n[functions.f.variants.v]\ntype = "chat_completion"\nmodel = "opnai::gpt-4o"\n',
+     'functions.f.variants.v.model: shorthand "opnai::gpt-4o": unknown provider type "opnai"'),
     ('[functions.f]\ntype = "chat"\n[functions.f.variants.v]\ntype = "chat_completion"\nmodel = "m"\n'
      'json_mode = "strict"\n', "functions.f.variants.v.json_mode: only the variants of a type = \"json\" function"),
     ('[functions.f]\ntype = "chat"\ntools = ["t"]\n[functions.f.variants.v]\ntype = "chat_completion"\nmodel = "m"\n',
