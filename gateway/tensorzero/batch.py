@@ -402,7 +402,7 @@ def member_record(head: Head, function_type: str, episode_id: str, data: Any, in
             schema = None  # checked when the batch was made; a schema that no longer reads checks nothing
     function = Function(head.function_name, function_type, {})
     variant = Variant(head.variant_name, None, {})
-    found = Plan(function, [variant], episode_id, True, schema, dict(tags), False)
+    found = Plan(function, [variant], episode_id, schema, dict(tags), False)
     stored = stored_tools if isinstance(stored_tools, dict) else {}
     record = Record(found, variant, {"input": data}, inference_params if isinstance(inference_params, dict) else {},
                     stored)
