@@ -212,7 +212,7 @@ class SSEStream(StreamBody):
     """OpenAI chunk payloads (chat or legacy completions), model renamed for the client; the usage
     chunk is recorded, and dropped unless the client asked for it (``include_usage``)."""
 
-    __slots__ = ("_rewrite", "_include_usage", "_window")
+    __slots__ = ("_rewrite", "_include_usage", "_window", "_watch")
 
     def __init__(self, first, rest, client_model: str, deadline, peer, label, *, include_usage: bool = True,
                  outcome: Outcome | None = None, pricing: Pricing | None = None) -> None:
@@ -220,34 +220,49 @@ class SSEStream(StreamBody):
         self._rewrite = ModelRewriter(client_model)
         self._include_usage = include_usage
         self._window = None
+        self._watch: Callable[[dict], object] | None = None
 
     def hold_back(self, window) -> None:
         """A tap (``guard.window.StreamWindow``) that holds text back until it has scanned it."""
         self._window = window
 
+    def watch(self, see: Callable[[dict], object]) -> None:
+        """A tap that sees each chunk as it goes out (a TensorZero inference's record of its output)."""
+        self._watch = see
+
     def _events(self, pieces: Iterator[bytes]) -> Iterator[bytes]:
         rewrite = self._rewrite
         window = self._window
+        watch = self._watch
         for payload in pieces:
             # PERF: a byte search first; with usage asked for, every chunk says "usage":null.
             if b'"usage"' in payload and b'"usage":null' not in payload and b'"usage": null' not in payload:
                 payload = self._take_usage(payload)
                 if payload is None:
                     continue
-            if window is None:
+            if window is None and watch is None:
                 yield frame(rewrite(payload))
                 continue
             try:
                 chunk = loads(payload)
             except ValueError as e:
                 raise unexpected_shape("chunk", e) from e
+            if window is None:
+                if isinstance(chunk, dict):
+                    watch(chunk)
+                yield frame(rewrite(payload))
+                continue
             for out in window.feed(chunk) if isinstance(chunk, dict) else ():
+                if watch is not None:
+                    watch(out)
                 yield frame(rewrite(dumps(out)))
             if window.blocked:
                 yield frame(rewrite(dumps(window.blocked_chunk())))
                 return
         if window is not None:
             for out in window.close():
+                if watch is not None:
+                    watch(out)
                 yield frame(rewrite(dumps(out)))
             if window.blocked:
                 yield frame(rewrite(dumps(window.blocked_chunk())))

@@ -9,6 +9,7 @@ way to the next; the last failure is the answer.
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -44,6 +45,7 @@ from providers.jsonio import dumps
 __all__ = ["FunctionCalls", "NativeAnswers", "OpenAIAnswers", "served", "well_formed"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class Presenter(Protocol):
@@ -78,6 +80,12 @@ class FunctionCalls:
                 route = ctx.route if i == 0 else resolve_model(ctx, self._catalog, variant.table.model)
             except GatewayError as e:  # a fallback variant's model the key is not granted
                 failure = e
+                continue
+            if route.config.guardrail_profile != ctx.route.config.guardrail_profile:
+                # NOTE: the stages scanned (and scan the answer) under the first model's profile: a
+                # variant guarded otherwise is not run unguarded.
+                log.warning("function %s: variant %s skipped: its model's guardrail profile differs from %s's",
+                            found.function.name, variant.name, ctx.route.name)
                 continue
             chat = well_formed(chat_body, found.function, variant, body, tools, self._templates, found.output_schema)
             if stream:
@@ -226,7 +234,10 @@ class OpenAIAnswers:
         include = bool((ctx.body.get("stream_options") or {}).get("include_usage"))
         relay = SSEStream(got.first, got.rest, self._name(req, head), got.deadline, ctx.peer, got.candidate.label,
                           include_usage=include, outcome=ctx.outcome, pricing=got.candidate.pricing)
-        record.output = [] if found.function.type == "chat" else {"raw": "", "parsed": None}
+        # NOTE: the chunks go out as OpenAI's; a translator only keeps what went out, for the row.
+        kept = ChunksToTensorZero(found.function.type, head)
+        relay.watch(kept.feed)
+        relay.on_close(lambda _stream: setattr(record, "output", kept.output()))
         return relay
 
 

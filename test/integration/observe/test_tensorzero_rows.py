@@ -79,3 +79,14 @@ def test_a_dry_run_writes_no_inference_row(gw, clickhouse, tz_db):
     after = _infer(gw, function_name="greet", input={"messages": [{"role": "user", "content": "wet"}]})
     wait_rows(clickhouse, f"SELECT * FROM {tz_db}.ChatInference WHERE id = '{after['inference_id']}'", 1)
     assert clickhouse.rows(f"SELECT * FROM {tz_db}.ChatInference WHERE id = '{dry['inference_id']}'") == []
+
+
+def test_a_function_streamed_through_the_openai_route_keeps_its_output(gw, clickhouse, tz_db):
+    resp = gw.request("POST", "/openai/v1/chat/completions", {
+        "model": "tensorzero::function_name::greet", "stream": True,
+        "messages": [{"role": "user", "content": "stream me"}]})
+    chunks = [json.loads(d) for d in resp.sse_data() if d != "[DONE]"]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == "stream me"
+    inference_id = resp.headers["x-tensorzero-inference-id"]
+    (row,) = wait_rows(clickhouse, f"SELECT * FROM {tz_db}.ChatInference WHERE id = '{inference_id}'", 1)
+    assert json.loads(row["output"]) == [{"type": "text", "text": "stream me"}]

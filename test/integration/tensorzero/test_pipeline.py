@@ -19,6 +19,19 @@ type = "chat"
 type = "chat_completion"
 model = "redacting"
 
+[functions.mixed]
+type = "chat"
+[functions.mixed.variants.first]
+type = "chat_completion"
+model = "guarded-broken"
+[functions.mixed.variants.open]
+type = "chat_completion"
+model = "unguarded"
+[functions.mixed.experimentation]
+type = "static"
+candidate_variants = ["first"]
+fallback_variants = ["open"]
+
 [functions.leaky]
 type = "chat"
 [functions.leaky.variants.only]
@@ -31,7 +44,9 @@ KEY = "tz-test-key"
 @pytest.fixture(scope="module")
 def gw(module_gateway_factory):
     models = (guarded_model("redacting", dummy_provider("echo"), "redact-in")
-              + guarded_model("blocking", dummy_provider("echo"), "block-out") + PROFILES + FUNCTIONS)
+              + guarded_model("blocking", dummy_provider("echo"), "block-out")
+              + guarded_model("guarded-broken", dummy_provider("error"), "redact-in")
+              + model_toml("unguarded", {"d": dummy_provider("echo")}) + PROFILES + FUNCTIONS)
     return module_gateway_factory(models)
 
 
@@ -57,6 +72,10 @@ class TestGuardrails:
         assert "secret-plan" not in resp.body.decode()
         chunks = [json.loads(d) for d in resp.sse_data() if d != "[DONE]"]
         assert chunks[-1]["finish_reason"] == "content_filter"
+
+    def test_no_fallback_to_a_variant_guarded_otherwise(self, gw):
+        resp = gw.request("POST", "/inference", {"function_name": "mixed", "input": _ask(f"mail {EMAIL}")})
+        assert resp.status == 502, resp  # the open variant would have run under the first one's scan
 
     def test_the_openai_route_to_a_function_is_scanned_too(self, gw):
         client = gw.openai()
