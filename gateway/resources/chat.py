@@ -18,9 +18,9 @@ from gateway.relay import SSEStream
 from gateway.resources.function_calls import FunctionCalls, OpenAIAnswers, well_formed
 from gateway.resources.respond import inference_headers, json_response
 from gateway.routing import Router
+from gateway.tensorzero.native import scoped_edits
 from gateway.tensorzero.openai_compat import FUNCTION_PREFIX, consume_extensions, native_body
 from providers.base import ChatRequest
-from providers.jsonpointer import PointerError, apply_edits
 
 __all__ = ["ChatCompletions", "Completions"]
 
@@ -54,11 +54,11 @@ class ChatCompletions:
             native["episode_id"] = ctx.inference.episode_id
             self._calls.run(req, resp, native, self._present)
             return
-        body = ctx.body
+        body, edits = ctx.body, ()
         if any(key.startswith("tensorzero::") for key in body):
             body = dict(body)
-            _extensions(ctx, body, consume_extensions(body))
-        request = ChatRequest(body, ctx.model, self.path)
+            edits = _extensions(ctx, consume_extensions(body))
+        request = ChatRequest(body, ctx.model, self.path, edits=edits)
         if request.stream:
             answer = self._router.chat_stream(ctx.route, request, ctx.peer, ctx.outcome)
             label = answer.candidate.label
@@ -88,19 +88,10 @@ class Completions(ChatCompletions):
         pass
 
 
-def _extensions(ctx, body: dict, taken: dict) -> None:
-    """What a model request's ``tensorzero::*`` fields ask: tags on the record, ``extra_body`` edits
-    on the body (the others have no meaning without a function)."""
+def _extensions(ctx, taken: dict) -> tuple[dict, ...]:
+    """What a model request's ``tensorzero::*`` fields ask: tags on the record, and the
+    ``extra_body`` edits the provider applies (the others have no meaning without a function)."""
     tags = taken.get("tags")
     if isinstance(tags, dict):
         ctx.outcome.tags.update({k: v for k, v in tags.items() if isinstance(k, str) and isinstance(v, str)})
-    edits = taken.get("extra_body")
-    if edits is not None:
-        if not isinstance(edits, list) or not all(isinstance(e, dict) and isinstance(e.get("pointer"), str)
-                                                  for e in edits):
-            raise InvalidRequestError("'tensorzero::extra_body' must be an array of {pointer, value | delete}",
-                                      param="tensorzero::extra_body")
-        try:
-            apply_edits(body, [e for e in edits if e.get("model_name") in (None, ctx.model)])
-        except PointerError as e:
-            raise InvalidRequestError(f"tensorzero::extra_body: {e}", param="tensorzero::extra_body") from None
+    return scoped_edits(taken.get("extra_body"), "tensorzero::extra_body", ctx.model)

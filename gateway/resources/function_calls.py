@@ -34,7 +34,7 @@ from gateway.tensorzero.native import (
     ToolSet,
     chat_body,
     chat_params,
-    request_edits,
+    scoped_edits,
     tool_params,
     tool_set,
 )
@@ -91,7 +91,7 @@ class FunctionCalls:
             if stream:
                 chat["stream"] = True
                 chat["stream_options"] = {"include_usage": True}
-            edits = well_formed(request_edits, body.get("extra_body"), variant)
+            edits = scoped_edits(body.get("extra_body"), "extra_body", variant.table.model, variant.name)
             request = ChatRequest(chat, variant.table.model, "/chat/completions", extra_headers(variant, body), edits)
             head = {"inference_id": ctx.outcome.inference_id, "episode_id": found.episode_id,
                     "variant_name": variant.name}
@@ -196,7 +196,7 @@ class NativeAnswers:
     def stream(self, req, resp, got: StreamAnswer, head: dict, record: Record) -> EventStream:
         ctx = req.context
         found: Plan = ctx.inference
-        translator = ChunksToTensorZero(found.function.type, head, got.candidate.pricing)
+        translator = ChunksToTensorZero(found.function.type, head, ctx.outcome)
         relay = EventStream(got.first, got.rest, translator, error_event, got.deadline, ctx.peer, got.candidate.label,
                             outcome=ctx.outcome, pricing=got.candidate.pricing)
         relay.on_close(lambda _stream: setattr(record, "output", translator.output()))

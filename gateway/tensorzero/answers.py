@@ -117,10 +117,11 @@ class ChunksToTensorZero:
     It also keeps what went out, for the inference's row: the text, the tool calls, the reason.
     """
 
-    def __init__(self, function_type: str, head: Mapping[str, Any], pricing: Any = None) -> None:
+    def __init__(self, function_type: str, head: Mapping[str, Any], outcome: Any = None) -> None:
         self._json = function_type == "json"
         self._head = dict(head)
-        self._pricing = pricing
+        #: The request's outcome: the relay has priced a usage chunk before it reaches the translator.
+        self._outcome = outcome
         #: Tool call ids by their index in the stream (only a call's first delta names its id).
         self._ids: dict[int, str] = {}
         self.text: list[str] = []
@@ -135,9 +136,7 @@ class ChunksToTensorZero:
     def feed(self, chunk: dict) -> bytes:
         out = []
         if isinstance(chunk.get("usage"), dict):
-            found = Usage.parse(chunk["usage"])
-            cost = None if self._pricing is None or found is None else self._pricing.cost_of(found, chunk, True)
-            self.usage = usage(chunk["usage"], cost)
+            self.usage = usage(chunk["usage"], self._outcome.cost if self._outcome is not None else None)
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             if choice.get("finish_reason") is not None:

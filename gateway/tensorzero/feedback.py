@@ -9,14 +9,13 @@ type); the resource then finds the target in ClickHouse and, for a demonstration
 from __future__ import annotations
 
 import math
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from gateway.config.functions import MetricTable
 from gateway.errors import InvalidRequestError
 from gateway.observe.tensorzero_tables import FEEDBACK
-from gateway.tensorzero.inference import NotFoundError
+from gateway.tensorzero.inference import NotFoundError, uuid7
 from gateway.tensorzero.templates import ArgumentsError, Schema
 from providers.jsonio import dumps
 
@@ -47,18 +46,6 @@ def _bad(message: str, param: str | None = None) -> InvalidRequestError:
     return InvalidRequestError(message, param=param)
 
 
-def _uuid7(value: Any, field: str) -> str:
-    # NOTE: only a UUIDv7 can be an id this gateway made: anything else is refused at once rather
-    # than looked for (and waited for) in ClickHouse.
-    try:
-        parsed = uuid.UUID(value) if isinstance(value, str) else None
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.version != 7:
-        raise _bad(f"'{field}' must be a UUIDv7", field)
-    return str(parsed)
-
-
 def read(body: Mapping[str, Any], metrics: Mapping[str, MetricTable]) -> Feedback:
     """The request checked; ``InvalidRequestError`` (400) or, for an unknown metric, ``NotFoundError``."""
     unknown = sorted(k for k in body if k not in _FIELDS)
@@ -87,7 +74,7 @@ def read(body: Mapping[str, Any], metrics: Mapping[str, MetricTable]) -> Feedbac
         what = "a demonstration is for an inference" if kind == "demonstration" else \
             f"metric {name!r} is an {level}-level metric"
         raise _bad(f"{what}: it takes '{field}', not '{other}'", field)
-    target_id = _uuid7(body[field], field)
+    target_id = uuid7(body[field], field)
     if "value" not in body:
         raise _bad("'value' is required", "value")
     value = _value(kind, name, body["value"])

@@ -17,7 +17,7 @@ from gateway.outcome import new_inference_id
 from gateway.tensorzero.functions import Function, Variant, default_function
 from gateway.tensorzero.templates import Schema
 
-__all__ = ["NotFoundError", "Plan", "Record", "plan"]
+__all__ = ["NotFoundError", "Plan", "Record", "plan", "uuid7"]
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +57,14 @@ def _bad(message: str, param: str | None = None) -> InvalidRequestError:
     return InvalidRequestError(message, param=param)
 
 
-def _episode(value: Any) -> str:
-    if value is None:
-        return new_inference_id()
+def uuid7(value: Any, field: str) -> str:
+    """``value`` as a UUIDv7 (the only ids this gateway makes), or the 400 naming ``field``."""
     try:
         parsed = uuid.UUID(value) if isinstance(value, str) else None
     except ValueError:
         parsed = None
     if parsed is None or parsed.version != 7:
-        raise _bad("'episode_id' must be a UUIDv7", "episode_id")
+        raise _bad(f"'{field}' must be a UUIDv7", field)
     return str(parsed)
 
 
@@ -89,7 +88,7 @@ def plan(body: Mapping[str, Any], functions: Mapping[str, Function]) -> Plan:
         function = default_function(model_name)
     if "input" not in body or not isinstance(body["input"], dict):
         raise _bad("'input' is required (an object with 'system' and 'messages')", "input")
-    episode_id = _episode(body.get("episode_id"))
+    episode_id = new_inference_id() if body.get("episode_id") is None else uuid7(body["episode_id"], "episode_id")
     pinned = body.get("variant_name")
     if pinned is not None and (not isinstance(pinned, str) or pinned not in function.variants):
         raise NotFoundError(f"Unknown variant: {pinned}")

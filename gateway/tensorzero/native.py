@@ -19,7 +19,7 @@ from gateway.tensorzero.functions import Function, Tool, Variant
 from gateway.tensorzero.templates import ArgumentsError, Schema, TemplateError, Templates
 from providers.jsonpointer import PointerError, apply_edits
 
-__all__ = ["JSON_TOOL", "ToolSet", "chat_body", "chat_params", "request_edits", "tool_params", "tool_set"]
+__all__ = ["JSON_TOOL", "ToolSet", "chat_body", "chat_params", "scoped_edits", "tool_params", "tool_set"]
 
 #: The tool a json function's ``json_mode = "tool"`` makes the model call with its answer.
 JSON_TOOL = "respond"
@@ -295,17 +295,15 @@ def _edits(config: Any) -> list[dict[str, Any]]:
     return [edit.model_dump(exclude_none=True) for edit in config]
 
 
-def request_edits(edits: Any, variant: Variant) -> tuple[dict[str, Any], ...]:
-    """The request's ``extra_body`` edits that apply to ``variant`` and its model (the provider
-    applies them last, so they win over the config's)."""
+def scoped_edits(edits: Any, param: str, model: str | None, variant: str | None = None) -> tuple[dict[str, Any], ...]:
+    """A request's ``extra_body`` edits (field ``param``) that apply to ``model`` (and ``variant``):
+    the provider applies them last, so they win over the config's."""
     if edits is None:
-        return []
+        return ()
     if not isinstance(edits, list) or not all(isinstance(e, dict) and isinstance(e.get("pointer"), str)
                                               for e in edits):
-        raise _bad("'extra_body' must be an array of {pointer, value | delete}", "extra_body")
-    model = getattr(variant.table, "model", None)
-    return tuple(e for e in edits if e.get("variant_name") in (None, variant.name)
-                 and e.get("model_name") in (None, model))
+        raise _bad(f"'{param}' must be an array of {{pointer, value | delete}}", param)
+    return tuple(e for e in edits if e.get("variant_name") in (None, variant) and e.get("model_name") in (None, model))
 
 
 def chat_params(chat: dict) -> dict:
