@@ -91,6 +91,11 @@ class Completions(ChatCompletions):
 def _extensions(ctx, taken: dict) -> tuple[dict, ...]:
     """What a model request's ``tensorzero::*`` fields ask: tags on the record, and the
     ``extra_body`` edits the provider applies (the others have no meaning without a function)."""
+    if taken.get("credentials"):
+        # NOTE: as /inference: refused, not ignored (the caller would believe its key was used, and
+        # the body it sits in is what the analytics rows keep).
+        raise InvalidRequestError("'tensorzero::credentials' is not supported: providers use the gateway's own keys",
+                                  param="tensorzero::credentials")
     tags = taken.get("tags")
     if isinstance(tags, dict):
         ctx.outcome.tags.update({k: v for k, v in tags.items() if isinstance(k, str) and isinstance(v, str)})

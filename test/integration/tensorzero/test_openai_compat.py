@@ -90,6 +90,13 @@ def tz(gw):
         yield tz
 
 
+    def test_credentials_are_refused(self, gw):
+        resp = gw.request("POST", "/openai/v1/chat/completions", {
+            "model": "tensorzero::model_name::gpt", "messages": [{"role": "user", "content": "hi"}],
+            "tensorzero::credentials": {"k": "sk-secret"}})
+        assert resp.status == 400 and "sk-secret" not in resp.body.decode()
+
+
 class TestTensorZeroClient:
     def test_chat_inference(self, tz):
         result = tz.inference(function_name="draft_email", input=EMAIL)
